@@ -1,0 +1,37 @@
+# sdlab: `make run` generates an image with the embedded default model; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VECTORS ?= ../shared/conformance
+PROMPT ?= a red circle on a blue background
+OUT ?= outputs
+
+.PHONY: venv run test conformance lint eval bench bench-quick clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+run: venv
+	$(BIN)/sdlab txt2img "$(PROMPT)" --sampler "Euler a" --steps 20 --seed 1 --out $(OUT)
+
+lint: venv
+	$(BIN)/lint-imports
+
+conformance: venv
+	$(BIN)/python -m sdlab.conformance $(VECTORS)
+
+test: venv
+	$(BIN)/lint-imports
+	$(BIN)/python -m sdlab.conformance $(VECTORS)
+	$(BIN)/python -m pytest -q
+
+eval: venv
+	$(BIN)/python benchmarks/eval_default_model.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,121 @@
+"""Typed, immutable requests and results (the bottom layer: imports nothing of sdlab but errors).
+
+A request is checked once, in :func:`sdlab.pipeline.plan.plan_request`; the dataclasses here only hold
+values and do cheap type normalisation. Field names follow A1111's processing fields where one exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    """A LoRA / LyCORIS network to apply for one request (A1111 ``<lora:name:te:unet:dyn>``).
+
+    ``unet_multiplier`` None means "same as ``te_multiplier``"; ``dyn_dim`` None means full rank.
+    """
+
+    name: str
+    te_multiplier: float = 1.0
+    unet_multiplier: float | None = None
+    dyn_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything that decides a txt2img generation (A1111 v1.10.1 defaults).
+
+    Sizes are in pixels (multiples of 8; None = the model's native size: 512 for SD 1.x, 768 for SD 2.x
+    v-prediction, 1024 for SDXL, 64 for the embedded default model), ``steps`` >= 1, ``cfg_scale`` >= 1 (1 disables the
+    unconditional pass only where A1111 does), ``seed`` -1 means random. ``batch_size`` images are made
+    per sampler run, ``n_iter`` runs in a row (A1111's batch count); image k gets seed + k.
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler: str = "DPM++ 2M"
+    schedule_type: str = "Automatic"
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_w: int = 0
+    seed_resize_from_h: int = 0
+    batch_size: int = 1
+    n_iter: int = 1
+    clip_skip: int = 1
+    emphasis: str = "Original"
+    comma_padding_backtrack: int = 20
+    rng: str = "GPU"
+    eta_noise_seed_delta: int = 0
+    eta: float | None = None
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    s_noise: float = 1.0
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    rho: float | None = None
+    model: str | None = None
+    vae: str | None = None
+    loras: tuple[LoraRef, ...] = ()
+    original_size: tuple[int, int] | None = None
+    target_size: tuple[int, int] | None = None
+    crops_coords_top_left: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.loras, tuple):
+            object.__setattr__(self, "loras", tuple(self.loras))
+
+    def replace(self, **changes: Any) -> GenerationRequest:
+        """A copy with ``changes`` applied (unknown names raise TypeError)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of all request fields."""
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One sampler step done: ``step`` of ``total_steps`` (1-based) in run ``iteration`` of ``n_iter``."""
+
+    step: int
+    total_steps: int
+    iteration: int
+    n_iter: int
+    sigma: float
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One output image with the seed that made it and its A1111 infotext."""
+
+    image: Image
+    seed: int
+    subseed: int
+    infotext: str
+    index: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The images of one request, in order, plus facts about the run."""
+
+    images: tuple[GeneratedImage, ...]
+    request: GenerationRequest
+    model_name: str
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
