@@ -4,7 +4,8 @@ PNG carries the infotext in a ``parameters`` text chunk; JPEG and WebP in the EX
 (``UNICODE\\0`` + UTF-16 big-endian), laid out byte for byte as ``piexif.dump`` does. Files are named like
 A1111 (``00012-<seed>.png``), written to a temporary file in the target folder and published under a
 name that did not exist before (a hard link, or an ``O_EXCL`` reservation), so no reader ever sees a
-half-written file and two writers never overwrite each other.
+half-written file and no file is ever overwritten; a short-lived lock file in the folder makes concurrent
+writers take distinct sequence numbers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import io
 import os
 import struct
 import tempfile
+import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,9 @@ from sdlab.errors import InvalidRequestError
 MAX_READ_BYTES = 256 * 1024 * 1024
 JPEG_QUALITY = 80  # A1111 default "jpeg_quality"
 MAX_NAME_ATTEMPTS = 500  # A1111 tries 500 consecutive numbers too
+LOCK_NAME = ".sdlab-lock"
+LOCK_WAIT_S = 30.0
+LOCK_STALE_S = 10.0
 
 EXIF_USER_COMMENT = 0x9286
 EXIF_IFD_POINTER = 0x8769
@@ -73,12 +80,10 @@ def exif_with_user_comment(text: str) -> bytes:
     Exif IFD at 26 and a zero next-IFD link; the Exif IFD with the UserComment entry (type UNDEFINED,
     value at 40) and, as piexif writes it, no next-IFD link; then the comment bytes.
     """
-    comment = user_comment(text)
+    comment = user_comment(text)  # always > 4 bytes (8-byte prefix), so stored at an offset
     ifd0 = struct.pack(">HHHII", 1, EXIF_IFD_POINTER, 4, 1, 26) + b"\x00\x00\x00\x00"
-    exif_ifd = struct.pack(">HHHI", 1, EXIF_USER_COMMENT, 7, len(comment))
-    value = struct.pack(">I", 40) if len(comment) > 4 else comment.ljust(4, b"\x00")
-    data = comment if len(comment) > 4 else b""
-    return b"Exif\x00\x00" + b"MM\x00\x2a\x00\x00\x00\x08" + ifd0 + exif_ifd + value + data
+    exif_ifd = struct.pack(">HHHII", 1, EXIF_USER_COMMENT, 7, len(comment), 40)
+    return b"Exif\x00\x00" + b"MM\x00\x2a\x00\x00\x00\x08" + ifd0 + exif_ifd + comment
 
 
 def decode_user_comment(raw: bytes) -> str:
@@ -203,6 +208,34 @@ def _publish(temp: Path, target: Path) -> bool:
     return True
 
 
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """A lock file created with ``O_EXCL``; one left behind by a crashed writer expires after LOCK_STALE_S."""
+    lock = folder / LOCK_NAME
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            break
+        except FileExistsError:
+            _expire_stale_lock(lock)
+            if time.monotonic() > deadline:
+                raise InvalidRequestError(f"{lock} is held by another writer; remove it if no sdlab is running")
+            time.sleep(0.005)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _expire_stale_lock(lock: Path) -> None:
+    try:
+        if time.time() - lock.stat().st_mtime > LOCK_STALE_S:
+            lock.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
+
+
 def save_image(
     image: Image.Image,
     folder: Path,
@@ -224,11 +257,12 @@ def save_image(
     data = encode_image(image, infotext, fmt)
     temp = _write_temp(folder, data, spec.extension)
     try:
-        number = next_sequence_number(folder)
-        for attempt in range(MAX_NAME_ATTEMPTS):
-            target = folder / image_file_name(number + attempt, seed, spec.extension, basename_suffix)
-            if _publish(temp, target):
-                return SavedImage(target, seed, infotext)
+        with _folder_lock(folder):  # one number per file even when several writers share the folder
+            number = next_sequence_number(folder)
+            for attempt in range(MAX_NAME_ATTEMPTS):
+                target = folder / image_file_name(number + attempt, seed, spec.extension, basename_suffix)
+                if _publish(temp, target):
+                    return SavedImage(target, seed, infotext)
     finally:
         temp.unlink(missing_ok=True)
     raise InvalidRequestError(f"no free file name in {folder} after {MAX_NAME_ATTEMPTS} attempts; clean the folder")
