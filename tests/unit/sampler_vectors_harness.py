@@ -124,7 +124,7 @@ class CompVisDenoiser:
 
     @staticmethod
     def build(unet: InnerDenoiser, ac: Tensor) -> "CompVisDenoiser":
-        return CompVisDenoiser(unet, (((1 - ac) / ac) ** 0.5).log())
+        return CompVisDenoiser(unet, ((1 - ac) / ac).double().sqrt().float().log())
 
     def sigma_to_t(self, sigma: Tensor) -> Tensor:
         log_sigma = sigma.log()
@@ -136,7 +136,7 @@ class CompVisDenoiser:
 
     def __call__(self, x: Tensor, sigma: Tensor, ctx: Tensor) -> Tensor:
         s = sigma.reshape(-1, 1, 1, 1)
-        c_in = 1 / (s**2 + 1.0) ** 0.5
+        c_in = 1 / (s**2 + 1.0).double().sqrt().float()
         return x + self.unet(x * c_in, self.sigma_to_t(sigma), ctx) * -s
 
 

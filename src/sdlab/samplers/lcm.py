@@ -19,6 +19,7 @@ from torch import Tensor
 from sdlab.errors import InvalidRequestError
 from sdlab.samplers.schedules import SCHEDULES, get_sigmas
 from sdlab.samplers.sigma_model import SigmaModel
+from sdlab.samplers.timesteps import sqrt_f32
 from sdlab.samplers.types import Denoiser, NoiseFn, StepCallback, StepInfo
 
 #: LCM's original (distillation) step count and the resulting timestep stride over 1000 training steps.
@@ -48,7 +49,7 @@ class LCMTable:
             raise InvalidRequestError(f"alphas_cumprod length {n} is not a multiple of {original_steps}")
         skip = n // original_steps
         ac = alphas_cumprod.to(torch.float32)[skip - 1 :: skip].clone()
-        sigmas = ((1 - ac) / ac) ** 0.5
+        sigmas = sqrt_f32((1 - ac) / ac)
         return cls(alphas_cumprod=ac, sigmas=sigmas, log_sigmas=sigmas.log(), skip=skip)
 
     @property
@@ -91,12 +92,12 @@ class LCMDenoiser:
 
     def __call__(self, x: Tensor, sigma: Tensor, cond: Any) -> Tensor:
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        c_in = 1 / (s**2 + 1.0) ** 0.5
+        c_in = 1 / sqrt_f32(s**2 + 1.0)
         t = self.table.sigma_to_t(sigma)
         x0 = x + self.unet(x * c_in, t, cond) * -s
         scaled_t = t.reshape(s.shape) * LCM_TIMESTEP_SCALING
         c_skip = LCM_SIGMA_DATA**2 / (scaled_t**2 + LCM_SIGMA_DATA**2)
-        c_out = scaled_t / (scaled_t**2 + LCM_SIGMA_DATA**2) ** 0.5
+        c_out = scaled_t / sqrt_f32(scaled_t**2 + LCM_SIGMA_DATA**2)
         return c_out * x0 + c_skip * x
 
 

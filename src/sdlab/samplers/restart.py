@@ -16,6 +16,7 @@ from torch import Tensor
 
 from sdlab.samplers.schedules import get_sigmas
 from sdlab.samplers.sigma_model import sd_sigma_model
+from sdlab.samplers.timesteps import sqrt_f32
 from sdlab.samplers.types import Denoiser, NoiseFn, StepCallback, StepInfo
 
 #: From this many steps on, A1111 inserts restarts (below it Restart is Heun).
@@ -94,7 +95,7 @@ def sample_restart(
     last = None
     for i, (old, new) in enumerate(restart_plan(sigmas).pairs):
         if last is not None and last < old:
-            x = x + noise() * s_noise * (old**2 - last**2) ** 0.5
+            x = x + noise() * s_noise * sqrt_f32(old**2 - last**2)
         x = _heun_step(model, x, old, new, i, callback)
         last = new
     return x

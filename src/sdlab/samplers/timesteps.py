@@ -25,6 +25,15 @@ NUM_TRAIN_TIMESTEPS = 1000
 CFGPP_SCALE_FACTOR = 1.0 / 12.5
 
 
+def sqrt_f32(v: Tensor) -> Tensor:
+    """Correctly rounded square root in ``v``'s dtype (computed in float64, rounded once).
+
+    IEEE float32 sqrt is correctly rounded, but some torch CPU builds' vectorised float32 sqrt is off by
+    1 ulp; rounding the float64 root reproduces the exact IEEE result on every machine.
+    """
+    return v.to(torch.float64).sqrt().to(v.dtype)
+
+
 def ddim_timesteps(steps: int) -> Tensor:
     """A1111's timestep grid for ``steps`` (1..1000): ``clip(arange(0, 1000, 1000 // steps) + 1, 0, 999)``, int64.
 
@@ -71,7 +80,7 @@ def img2img_timesteps(
 def noise_latent(init_latent: Tensor, noise: Tensor, timestep: int, alphas_cumprod: Tensor) -> Tensor:
     """Forward-diffuse ``init_latent`` to ``timestep``: ``x*sqrt(ac[t]) + noise*sqrt(1 - ac[t])`` (float32 like ac)."""
     a = alphas_cumprod[timestep]
-    return init_latent * torch.sqrt(a) + noise * torch.sqrt(1 - a)
+    return init_latent * sqrt_f32(a) + noise * sqrt_f32(1 - a)
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ def ddim_tables(timesteps: Tensor, alphas_cumprod: Tensor, eta: float = 0.0) -> 
     a_prev = alphas_cumprod[prev_idx].to(torch.float64)
     one_minus_a = (1 - a).to(torch.float64)  # float32 subtraction, as A1111 mixes numpy and torch here
     sigma = eta * torch.sqrt((1 - a_prev) / one_minus_a * (1 - a.to(torch.float64) / a_prev))
-    return DDIMTables(a=a, a_prev=a_prev, sqrt_one_minus_a=torch.sqrt(1 - a), sigma=sigma)
+    return DDIMTables(a=a, a_prev=a_prev, sqrt_one_minus_a=sqrt_f32(1 - a), sigma=sigma)
 
 
 def _ones(x: Tensor) -> Tensor:
@@ -118,9 +127,9 @@ def _ddim_update(
     a_prev = tables.a_prev[index].item() * s
     sigma_t = tables.sigma[index].item() * s
     sqrt_one_minus_at = tables.sqrt_one_minus_a[index].item() * s
-    pred_x0 = (x - sqrt_one_minus_at * eps_x0) / a_t.sqrt()
-    dir_xt = (1.0 - a_prev - sigma_t**2).sqrt() * eps_dir
-    return a_prev.sqrt() * pred_x0 + dir_xt + sigma_t * noise, pred_x0
+    pred_x0 = (x - sqrt_one_minus_at * eps_x0) / sqrt_f32(a_t)
+    dir_xt = sqrt_f32(1.0 - a_prev - sigma_t**2) * eps_dir
+    return sqrt_f32(a_prev) * pred_x0 + dir_xt + sigma_t * noise, pred_x0
 
 
 def _report(callback: StepCallback | None, i: int, x: Tensor, denoised: Tensor) -> None:
@@ -227,8 +236,8 @@ def _plms_update(x: Tensor, e_t: Tensor, tables: DDIMTables, index: int) -> tupl
     a_t = tables.a[index].item() * s
     a_prev = tables.a_prev[index].item() * s
     sqrt_one_minus_at = tables.sqrt_one_minus_a[index].item() * s
-    pred_x0 = (x - sqrt_one_minus_at * e_t) / a_t.sqrt()
-    return a_prev.sqrt() * pred_x0 + (1.0 - a_prev).sqrt() * e_t, pred_x0
+    pred_x0 = (x - sqrt_one_minus_at * e_t) / sqrt_f32(a_t)
+    return sqrt_f32(a_prev) * pred_x0 + sqrt_f32(1.0 - a_prev) * e_t, pred_x0
 
 
 __all__ = [
@@ -243,4 +252,5 @@ __all__ = [
     "sample_ddim",
     "sample_ddim_cfgpp",
     "sample_plms",
+    "sqrt_f32",
 ]

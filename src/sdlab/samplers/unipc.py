@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from sdlab.errors import InvalidRequestError
+from sdlab.samplers.timesteps import sqrt_f32
 from sdlab.samplers.types import EpsModel, NoiseFn, StepCallback, StepInfo
 
 #: A1111's uni_pc_order default.
@@ -54,7 +55,7 @@ class DiscreteVPSchedule:
 
     def std(self, t: Tensor) -> Tensor:
         """``sigma_t = sqrt(1 - alpha_t^2)``."""
-        return torch.sqrt(1.0 - torch.exp(2.0 * self.log_mean_coeff(t)))
+        return sqrt_f32(1.0 - torch.exp(2.0 * self.log_mean_coeff(t)))
 
     def lam(self, t: Tensor) -> Tensor:
         """Half log-SNR ``lambda_t = log alpha_t - log sigma_t``."""
