@@ -61,3 +61,29 @@ class StepInfo:
 
 
 StepCallback = Callable[[StepInfo], None]
+
+#: Noise for the step from ``sigma`` to ``sigma_next`` (0-d tensors), shaped like the latent batch: the
+#: Brownian-tree samplers (DPM++ SDE family) query noise by interval instead of drawing the next sample.
+IntervalNoiseFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class MultiCond:
+    """Conditioning of a batch with AND-composition (A1111's ``reconstruct_multicond_batch`` result).
+
+    ``tensor``: the conditioning rows in image order (a tensor, or any object the UNet callable accepts);
+    ``conds_list[b]``: ``(row, weight)`` pairs of the rows composing image ``b`` (weight 1.0 without AND).
+    """
+
+    conds_list: tuple[tuple[tuple[int, float], ...], ...]
+    tensor: Any
+
+    @classmethod
+    def single(cls, tensor: Any, batch_size: int) -> MultiCond:
+        """One row per image, weight 1.0 (a prompt without AND)."""
+        return cls(tuple(((b, 1.0),) for b in range(batch_size)), tensor)
+
+    @property
+    def rows(self) -> int:
+        """Number of conditioning rows (UNet batch entries) the conds use."""
+        return sum(len(conds) for conds in self.conds_list)
