@@ -1,9 +1,9 @@
 """Timestep samplers over an :class:`EpsModel`: DDIM, DDIM CFG++ and PLMS, as A1111 v1.10.1 runs them.
 
 A1111's timestep grid is ``T = clip(range(0, 1000, 1000 // steps) + 1, 0, 999)`` (int64). The samplers walk
-it downwards from ``T[-1]`` and make ``len(T) - 1`` updates: ``T[0]`` is never evaluated and the last update
-lands on alpha-bar ``ac[T[0] - ...]``, i.e. ``a_prev = ac[[0] + T[:-1]]``. Noise is standard normal and
-unscaled at the start (txt2img), or the init latent noised to ``T[t_enc]`` (img2img).
+it downwards from ``T[-1]`` and make ``len(T) - 1`` updates (update at index i goes from ``ac[T[i]]`` to
+``a_prev[i] = ac[T[i-1]]``): ``T[0]`` is never evaluated and the run stops at alpha-bar ``ac[T[0]]``. The
+start is unit noise, unscaled (txt2img), or the init latent noised to ``T[t_enc]`` (img2img).
 
 Arithmetic mirrors A1111: per-step coefficients are Python floats taken from float32 (``a_t``) or float64
 (``a_prev``, ``sigma_t``) tables and multiplied into float32 tensors.
@@ -170,7 +170,7 @@ def sample_ddim(
     callback: StepCallback | None = None,
     eta: float = 0.0,
 ) -> Tensor:
-    """A1111 DDIM: ``len(timesteps) - 1`` updates from ``T[-1]`` down to alpha-bar ``ac[T[0]]``'s predecessor.
+    """A1111 DDIM: ``len(timesteps) - 1`` updates from ``T[-1]`` down to alpha-bar ``ac[T[0]]``.
 
     ``x``: unit noise (txt2img) or the noised init latent (img2img, with truncated ``timesteps``);
     ``eta`` in [0, 1] (A1111's "Eta DDIM"); noise is drawn every update and scaled by ``sigma_t`` (0 at eta 0).
