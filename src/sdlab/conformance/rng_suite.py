@@ -6,6 +6,7 @@ full-size latent summaries with a relative tolerance of 1e-9.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,32 +32,40 @@ def assert_exact(got: torch.Tensor, expected: list[Any], what: str) -> None:
     bad = np.flatnonzero(g != e)
     if bad.size:
         i = int(bad[0])
-        raise AssertionError(f"{what}: {bad.size} of {e.size} values differ; first at {i}: got {g[i]!r}, expected {e[i]!r}")
+        raise AssertionError(f"{what}: {bad.size} of {e.size} values differ; first at {i}: got {float(g[i])!r}, expected {float(e[i])!r}")
 
 
-def _draw(source: str, seed: int, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
-    """Successive draws of the given shapes from one fresh generator."""
-    generator = create_generator(source, seed)
-    return [generator.randn(shape) for shape in shapes]
+_DRAW_KEY = re.compile(r"^(?P<second>second_call_)?randn_(?P<shape>\d+(?:x\d+)*)(?:_first(?P<first>\d+)|_full)?$")
+
+
+def _draw_keys(case: dict[str, Any]) -> Iterator[tuple[str, tuple[int, ...], int, int | None]]:
+    """``(key, shape, call index, prefix length)`` for every draw key such as ``randn_16``,
+    ``second_call_randn_16``, ``randn_2x4x2_first8`` or ``randn_2x4x2_full``."""
+    for key in case:
+        m = _DRAW_KEY.match(key)
+        if m:
+            shape = tuple(int(d) for d in m["shape"].split("x"))
+            yield key, shape, 1 if m["second"] else 0, int(m["first"]) if m["first"] else None
+
+
+def _check_draws(source: str, case: dict[str, Any]) -> None:
+    """Each draw key: call k of a fresh generator of the case's seed, drawing that shape every call."""
+    seed = case["seed"]
+    keys = list(_draw_keys(case))
+    assert keys, f"{source} seed {seed}: no randn_* keys in case"
+    for key, shape, call, prefix in keys:
+        generator = create_generator(source, seed)
+        draws = [generator.randn(shape) for _ in range(call + 1)]
+        got = draws[-1].ravel()
+        assert_exact(got if prefix is None else got[:prefix], case[key], f"{source} seed {seed} {key}")
 
 
 def _check_philox(case: dict[str, Any]) -> None:
-    seed = case["seed"]
-    first, second = _draw("NV", seed, [(16,), (16,)])
-    assert_exact(first, case["randn_16"], f"NV seed {seed} randn(16)")
-    assert_exact(second, case["second_call_randn_16"], f"NV seed {seed} second randn(16)")
-    (block,) = _draw("NV", seed, [(2, 4, 2)])
-    assert_exact(block, case["randn_2x4x2_full"], f"NV seed {seed} randn(2,4,2)")
-    assert_exact(block.ravel()[:8], case["randn_2x4x2_first8"], f"NV seed {seed} randn(2,4,2)[:8]")
+    _check_draws("NV", case)
 
 
 def _check_torch_cpu(case: dict[str, Any]) -> None:
-    seed = case["seed"]
-    for key, shape in (("randn_16", (16,)), ("randn_8", (8,)), ("randn_2x4x2_first8", (2, 4, 2))):
-        if key in case:
-            (got,) = _draw("CPU", seed, [shape])
-            expected = case[key]
-            assert_exact(got.ravel()[: len(expected)], expected, f"CPU seed {seed} {key}")
+    _check_draws("CPU", case)
 
 
 def _image_rng(case: dict[str, Any]) -> ImageRNG:
