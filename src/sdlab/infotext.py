@@ -23,13 +23,8 @@ from sdlab.errors import InvalidRequestError
 
 #: Samplers whose noise depends on ENSD ("Eta noise seed delta"), with their A1111 aliases.
 ENSD_SAMPLERS: frozenset[str] = frozenset(
-    {
-        "euler a", "k_euler_a", "k_euler_ancestral",
-        "dpm++ 2s a", "k_dpmpp_2s_a",
-        "dpm2 a", "k_dpm_2_a",
-        "dpm fast", "k_dpm_fast",
-        "dpm adaptive", "k_dpm_ad",
-    }
+    ("euler a", "k_euler_a", "k_euler_ancestral", "dpm++ 2s a", "k_dpmpp_2s_a", "dpm2 a", "k_dpm_2_a",
+     "dpm fast", "k_dpm_fast", "dpm adaptive", "k_dpm_ad")
 )  # fmt: skip
 
 
@@ -43,9 +38,12 @@ def sampler_uses_ensd(sampler_name: str, eta: float | None = None) -> bool:
 def quote(value: object) -> str:
     """A1111's infotext quoting: JSON-quote a value containing ``,``, ``\\n`` or ``:``, else ``str``."""
     text = str(value)
-    if "," in text or "\n" in text or ":" in text:
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    try:
         return json.dumps(value, ensure_ascii=False)
-    return text
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"infotext value {text!r} cannot be written as JSON; pass a string") from exc
 
 
 def format_params(params: Mapping[str, object]) -> str:

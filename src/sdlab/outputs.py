@@ -316,4 +316,4 @@ def read_infotext(source: str | os.PathLike[str] | bytes) -> str | None:
         raise InvalidRequestError(f"the image file is truncated or its metadata is corrupt: {exc}") from exc
     if comment:
         text = comment
-    return text if isinstance(text, str) else None
+    return str(text) if isinstance(text, str) else None

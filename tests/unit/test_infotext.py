@@ -63,6 +63,11 @@ def test_quote(value: object, expected: str) -> None:
     assert quote(value) == expected
 
 
+def test_quote_unserialisable_value_raises_invalid_request() -> None:
+    with pytest.raises(InvalidRequestError, match="cannot be written as JSON"):
+        quote({1, 2})
+
+
 def test_format_params_drops_none_and_writes_bare_flags() -> None:
     text = format_params({"Steps": 20, "Skip": None, "Flag": "Flag", "Empty": "", "Colon": "a: 1"})
     assert text == 'Steps: 20, Flag, Empty: , Colon: "a: 1"'
