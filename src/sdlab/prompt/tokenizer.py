@@ -98,8 +98,8 @@ class ClipTokenizer:
     ``vocab`` maps BPE strings to ids (ids 49406/49407 are start/end), ``merges`` are ranked pairs.
     """
 
-    vocab: Mapping[str, int]
-    merges: Sequence[tuple[str, str]]
+    vocab: Mapping[str, int] = field(repr=False)
+    merges: Sequence[tuple[str, str]] = field(repr=False)
     variant: str = "clip"
     _ranks: dict[tuple[str, str], int] = field(init=False, repr=False)
     _cache: dict[str, tuple[int, ...]] = field(init=False, repr=False)
