@@ -32,7 +32,9 @@ def assert_exact(got: torch.Tensor, expected: list[Any], what: str) -> None:
     bad = np.flatnonzero(g != e)
     if bad.size:
         i = int(bad[0])
-        raise AssertionError(f"{what}: {bad.size} of {e.size} values differ; first at {i}: got {float(g[i])!r}, expected {float(e[i])!r}")
+        raise AssertionError(
+            f"{what}: {bad.size} of {e.size} values differ; first at {i}: got {float(g[i])!r}, expected {float(e[i])!r}"
+        )
 
 
 _DRAW_KEY = re.compile(r"^(?P<second>second_call_)?randn_(?P<shape>\d+(?:x\d+)*)(?:_first(?P<first>\d+)|_full)?$")

@@ -33,7 +33,7 @@ def assert_close(got: torch.Tensor | list[float], expected: list[float], what: s
     if bad.size:
         i = int(bad[0])
         raise AssertionError(
-            f"{what}: {bad.size} of {e.size} values differ; first at index {i}: got {float(g[i])!r}, expected {float(e[i])!r}"
+            f"{what}: {bad.size} of {e.size} differ; first at index {i}: got {float(g[i])!r}, expected {float(e[i])!r}"
         )
 
 
