@@ -23,7 +23,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     any_failed = False
     for path in files:
-        outcomes = list(run_file(path))
+        try:
+            outcomes = list(run_file(path))
+        except Exception as exc:  # noqa: BLE001 - a suite that cannot load fails its whole file
+            print(f"{path.stem}: 0 passed, 1 failed")
+            print(f"  FAIL (suite could not run): {type(exc).__name__}: {exc}")
+            any_failed = True
+            continue
         print(summary_line(path.stem, outcomes), flush=True)
         failed = [o for o in outcomes if o.status == "fail"]
         any_failed |= bool(failed)
