@@ -1,0 +1,314 @@
+"""Reading model files safely: safetensors headers, pickled checkpoints, state dicts, hashes.
+
+* ``.safetensors``: the header is parsed and validated here before anything else touches the file
+  (truncation, header length, JSON, dtypes, offsets in range and not overlapping); tensors are then
+  read lazily, memory-mapped, one at a time.
+* ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin``: only through ``torch.load(weights_only=True)`` (mmap when
+  the file is a zip archive). A pickle that needs code execution is refused, never run.
+* Hashes as A1111 writes them: full SHA-256 (``Model hash`` = first 10 hex digits) and the legacy
+  8-hex ``model_hash`` (sha256 of 64 KiB at offset 1 MiB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pickle
+import struct
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from sdlab.errors import UnsupportedModelError
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+HASH_BLOCK_BYTES = 1024 * 1024
+
+#: safetensors dtype name -> (bytes per element, torch dtype name)
+SAFETENSORS_DTYPES: Mapping[str, tuple[int, str]] = MappingProxyType(
+    {
+        "F64": (8, "float64"), "F32": (4, "float32"), "F16": (2, "float16"), "BF16": (2, "bfloat16"),
+        "I64": (8, "int64"), "I32": (4, "int32"), "I16": (2, "int16"), "I8": (1, "int8"),
+        "U8": (1, "uint8"), "U16": (2, "uint16"), "U32": (4, "uint32"), "U64": (8, "uint64"),
+        "BOOL": (1, "bool"), "F8_E4M3": (1, "float8_e4m3fn"), "F8_E5M2": (1, "float8_e5m2"),
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and dtype (torch dtype name, e.g. ``"float16"``) of one stored tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """What a model file holds, read without loading tensor data.
+
+    ``metadata`` is the safetensors ``__metadata__`` (empty for pickles).
+    """
+
+    path: Path
+    format: str  # "safetensors" | "pickle"
+    tensors: tuple[TensorInfo, ...]
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{name: shape}`` of every tensor."""
+        return {t.name: t.shape for t in self.tensors}
+
+
+# --------------------------------------------------------------------------------------------------
+# safetensors header
+
+
+def _bad(path: Path, fact: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"{path}: not a readable model file: {fact}")
+
+
+def _read_raw_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The header JSON object and the byte offset where tensor data starts."""
+    size = path.stat().st_size
+    if size < 8:
+        raise _bad(path, f"safetensors file is truncated ({size} bytes, the 8-byte header length is missing)")
+    with path.open("rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > size - 8:
+            raise _bad(path, f"safetensors header length {n} runs past the end of the file ({size} bytes)")
+        if n > MAX_HEADER_BYTES:
+            raise _bad(path, f"safetensors header length {n} exceeds {MAX_HEADER_BYTES} bytes")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(path, f"safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise _bad(path, "safetensors header is not a JSON object")
+    return header, 8 + n
+
+
+def _tensor_entry(path: Path, name: str, entry: Any, data_len: int) -> tuple[TensorInfo, int, int]:
+    if not isinstance(entry, dict):
+        raise _bad(path, f"tensor {name!r} has a malformed header entry")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPES:
+        raise _bad(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise _bad(path, f"tensor {name!r} has an invalid shape {shape!r}")
+    ok = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+    if not ok or not 0 <= offsets[0] <= offsets[1] <= data_len:
+        raise _bad(path, f"tensor {name!r} has data offsets {offsets!r} outside the data ({data_len} bytes)")
+    itemsize, torch_name = SAFETENSORS_DTYPES[dtype]
+    if offsets[1] - offsets[0] != math.prod(shape) * itemsize:
+        raise _bad(path, f"tensor {name!r}: {offsets[1] - offsets[0]} bytes do not match shape {shape} {dtype}")
+    return TensorInfo(name, tuple(shape), torch_name), offsets[0], offsets[1]
+
+
+def read_safetensors_header(path: str | os.PathLike[str]) -> CheckpointHeader:
+    """Parse and validate a safetensors header; raises UnsupportedModelError naming the defect."""
+    p = Path(path)
+    header, data_start = _read_raw_header(p)
+    data_len = p.stat().st_size - data_start
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        raise _bad(p, "safetensors __metadata__ is not an object")
+    infos, spans = [], []
+    for name, entry in header.items():
+        info, begin, end = _tensor_entry(p, name, entry, data_len)
+        infos.append(info)
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, end_a, name_a), (begin_b, end_b, name_b) in zip(spans, spans[1:]):
+        if begin_b < end_a and begin_b != end_b:
+            raise _bad(p, f"tensors {name_a!r} and {name_b!r} overlap in the data section")
+    metadata = MappingProxyType({str(k): str(v) for k, v in meta.items()})
+    return CheckpointHeader(p, "safetensors", tuple(infos), metadata)
+
+
+# --------------------------------------------------------------------------------------------------
+# pickled checkpoints
+
+
+def _torch_load(path: Path, map_location: str) -> Any:
+    mmap = zipfile.is_zipfile(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(
+            f"{path}: refused to load: the pickle needs code execution (only plain tensors and containers "
+            f"are allowed; {first}). Convert it to .safetensors with a tool you trust, or use another file."
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise _bad(path, f"torch.load failed: {exc}") from None
+
+
+def unwrap_state_dict(obj: Any, path: Path | None = None) -> dict[str, torch.Tensor]:
+    """The flat ``{name: tensor}`` inside a loaded pickle (nested ``state_dict`` unwrapped).
+
+    Non-tensor entries (``global_step``...) are dropped.
+    """
+    while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise _bad(path or Path("<object>"), f"expected a dict of tensors, found {type(obj).__name__}")
+    return dict(_flatten_tensors(obj, ""))
+
+
+def _flatten_tensors(obj: dict[Any, Any], prefix: str, depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
+    """Tensors of a nested dict as dotted names (e.g. ``params_ema.conv_first.weight``); depth <= 4."""
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            yield prefix + str(k), v
+        elif isinstance(v, dict) and depth < 4:
+            yield from _flatten_tensors(v, f"{prefix}{k}.", depth + 1)
+
+
+def load_pickle_state_dict(path: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """Load a ``.ckpt``/``.pt``/``.pth``/``.bin`` state dict safely (``weights_only=True``, mmap if zip)."""
+    p = Path(path)
+    return unwrap_state_dict(_torch_load(p, map_location), p)
+
+
+# --------------------------------------------------------------------------------------------------
+# format dispatch
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """``"safetensors"`` or ``"pickle"`` from the suffix; UnsupportedModelError otherwise."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return "safetensors"
+    if suffix in PICKLE_SUFFIXES:
+        return "pickle"
+    known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)
+    raise UnsupportedModelError(f"{p}: unknown model file type {suffix!r}; expected one of {known}")
+
+
+def _require_file(p: Path) -> None:
+    if not p.is_file():
+        raise UnsupportedModelError(f"{p}: not a file")
+
+
+def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
+    """Names, shapes and dtypes of a model file, without reading tensor data.
+
+    For pickles the archive is loaded onto the meta device (``weights_only=True``), so no data is read.
+    """
+    p = Path(path)
+    _require_file(p)
+    if file_format(p) == "safetensors":
+        return read_safetensors_header(p)
+    sd = load_pickle_state_dict(p, map_location="meta")
+    infos = tuple(TensorInfo(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items())
+    return CheckpointHeader(p, "pickle", infos)
+
+
+class SafetensorsStateDict(Mapping[str, torch.Tensor]):
+    """A read-only, lazy ``{name: tensor}`` over a validated safetensors file (memory-mapped).
+
+    Each access reads one tensor; nothing is cached here, so the caller decides what is kept.
+    """
+
+    def __init__(self, header: CheckpointHeader) -> None:
+        from safetensors import safe_open
+
+        self._names = tuple(t.name for t in header.tensors)
+        self._set = frozenset(self._names)
+        self._file = safe_open(str(header.path), framework="pt", device="cpu")
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._set:
+            raise KeyError(key)
+        return self._file.get_tensor(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def open_state_dict(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
+    """A ``{name: tensor}`` mapping for any supported file: lazy for safetensors, mmap for zip pickles."""
+    p = Path(path)
+    _require_file(p)
+    if file_format(p) == "safetensors":
+        return SafetensorsStateDict(read_safetensors_header(p))
+    return load_pickle_state_dict(p)
+
+
+# --------------------------------------------------------------------------------------------------
+# hashes
+
+
+def sha256_file(path: str | os.PathLike[str], block_bytes: int = HASH_BLOCK_BYTES) -> str:
+    """Full SHA-256 of a file (lower-case hex), streamed in blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(block_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def short_hash(sha256: str) -> str:
+    """A1111's ``Model hash``: the first 10 hex digits of the full SHA-256."""
+    return sha256[:10]
+
+
+def legacy_model_hash(path: str | os.PathLike[str]) -> str:
+    """A1111's old 8-hex ``model_hash``: sha256 of the 64 KiB at offset 1 MiB (short files: what is there)."""
+    with Path(path).open("rb") as fh:
+        fh.seek(0x100000)
+        return hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    """Hashes of one file: full ``sha256``, A1111 ``short`` (10 hex) and ``legacy`` (8 hex)."""
+
+    sha256: str
+    short: str
+    legacy: str
+
+
+class HashCache:
+    """Remembers file hashes keyed by (resolved path, size, mtime_ns); an ordinary object, not global."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[tuple[str, int, int], FileHashes] = {}
+
+    def hashes(self, path: str | os.PathLike[str]) -> FileHashes:
+        """Hashes of ``path``, computed once per (path, size, mtime)."""
+        p = Path(path).resolve()
+        st = p.stat()
+        key = (str(p), st.st_size, st.st_mtime_ns)
+        found = self._hashes.get(key)
+        if found is None:
+            full = sha256_file(p)
+            found = FileHashes(full, short_hash(full), legacy_model_hash(p))
+            self._hashes[key] = found
+        return found
+
+    def sha256(self, path: str | os.PathLike[str]) -> str:
+        """Full SHA-256 of ``path`` (cached)."""
+        return self.hashes(path).sha256
+
+    def __len__(self) -> int:
+        return len(self._hashes)
