@@ -192,3 +192,14 @@ def test_pad_cond_uncond_modes() -> None:
     v0 = pad_cond_uncond(cond, uncond, "v0")
     assert (v0.uncond[:, 77:] == 3).all() and v0.cond is cond
     assert pad_cond_uncond(uncond, cond, "v0").uncond.shape == (1, 77, 4)
+
+
+def test_original_emphasis_refuses_zero_weighted_mean() -> None:
+    from sdlab.prompt.encode_emphasis import EMPHASIS_MODES
+
+    original = EMPHASIS_MODES.get("Original").apply
+    z = torch.tensor([[[1.0], [-1.0], [2.0]]])
+    with pytest.raises(InvalidRequestError, match="No norm"):
+        original(z, torch.tensor([[1.0, 3.0, 1.0]]))
+    out = original(z, torch.tensor([[2.0, 1.0, 1.0]]))
+    assert torch.allclose(out.mean(), z.mean())

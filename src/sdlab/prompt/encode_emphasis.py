@@ -4,8 +4,9 @@ Each mode says whether the prompt is attention-parsed at all and how the multipl
 are applied to one encoded chunk batch ``z`` [B, 77, D]:
 
 * ``Original`` (default): ``mean0 = z.mean()`` over the whole chunk batch, ``z = z * m[..., None]``,
-  ``z = z * (mean0 / z.mean())``. All-one multipliers leave z bit-identical. A zero-mean z gives NaN in A1111;
-  sdlab reproduces that (no guard) so results stay identical.
+  ``z = z * (mean0 / z.mean())``. All-one multipliers leave z bit-identical. Where the weighted mean is
+  exactly 0, A1111 divides by zero (NaN/inf conditioning, a broken image); sdlab raises InvalidRequestError
+  suggesting "No norm" instead. Every other result is identical to A1111.
 * ``No norm``: ``z * m[..., None]``.
 * ``Ignore``: brackets are parsed (and stripped) but z is unchanged.
 * ``None``: no attention parsing at all (brackets and BREAK are literal text); z unchanged.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sdlab.errors import InvalidRequestError
 from sdlab.registry import Registry
 
 
@@ -27,6 +29,11 @@ def _original(z: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
     original_mean = z.mean()
     z = z * multipliers.reshape(multipliers.shape + (1,)).expand(z.shape)
     new_mean = z.mean()
+    if bool(new_mean == 0):
+        raise InvalidRequestError(
+            "emphasis 'Original' cannot restore the mean: the weighted conditioning has mean 0 "
+            "(A1111 would produce NaN here); use emphasis 'No norm' or change the weights"
+        )
     return z * (original_mean / new_mean)
 
 
