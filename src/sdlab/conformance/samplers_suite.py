@@ -67,11 +67,20 @@ def formula_eps(x: Tensor, t: Tensor, ctx: Tensor) -> Tensor:
             + 0.05 * c).to(x.dtype)
 
 
+def _generators(seeds: tuple[int, ...]) -> list[torch.Generator]:
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+
+def _draw(generators: list[torch.Generator], shape: tuple[int, ...]) -> Tensor:
+    """One A1111 ImageRNG draw: each image's generator draws ``shape[1:]``, stacked to ``shape``."""
+    return torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
+
+
 @dataclass
 class Recorder:
-    """Collects UNet timesteps, guided-model calls, callbacks and noise draws of one run."""
+    """Collects UNet timesteps, guided-model calls, callbacks and the later noise draws of one run."""
 
-    generator: torch.Generator
+    generators: list[torch.Generator]
     shape: tuple[int, ...]
     unet_t: list[Tensor] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -83,7 +92,7 @@ class Recorder:
         return formula_eps(x, t, cond)
 
     def noise(self) -> Tensor:
-        draw = torch.randn(self.shape[1:], generator=self.generator).unsqueeze(0)
+        draw = _draw(self.generators, self.shape)
         self.draws.append(draw)
         return draw
 
@@ -261,7 +270,10 @@ def _check_brownian(job: SamplingJob, case: dict[str, Any], shape: tuple[int, ..
     positive = job.schedule[job.schedule > 0]
     _close(float(positive.min()), _f32(init["sigma_min"]), "Brownian sigma_min", atol=0)
     _close(float(job.schedule.max()), _f32(init["sigma_max"]), "Brownian sigma_max", atol=0)
-    tree = BrownianTreeNoise(torch.zeros(shape), positive.min(), job.schedule.max(), tuple(init["seed"]))
+    seeds = tuple(int(s) for s in init["seed"])
+    if seeds != job.seeds:
+        raise AssertionError(f"Brownian seeds: job {job.seeds}, A1111 {seeds}")
+    tree = BrownianTreeNoise(torch.zeros(shape), positive.min(), job.schedule.max(), seeds)
     for k, call in enumerate(info.get("calls", [])):
         got = tree(torch.tensor(_f32(call["sigma"])), torch.tensor(_f32(call["sigma_next"])))
         _close_summary(got, call, f"Brownian noise call {k}")
@@ -278,29 +290,50 @@ def _check_noise(rec: Recorder, case: dict[str, Any], ctx: Context) -> None:
     count = case.get("noise_draws", {}).get("count")
     if count is not None and len(rec.draws) + 1 != count:
         raise AssertionError(f"noise draws: got {len(rec.draws) + 1} (incl. the initial noise), expected {count}")
-    for k, draw in enumerate(rec.draws[: len(ctx.reference_draws) - 1]):
-        _close_latent(draw, ctx.reference_draws[k + 1], f"noise draw {k + 1} vs noise_reference")
+    if rec.generators and ctx.settings.get("eta_noise_seed_delta", 0) == 0:
+        for k, draw in enumerate(rec.draws[: len(ctx.reference_draws) - 1]):
+            _close_latent(draw[0], ctx.reference_draws[k + 1], f"noise draw {k + 1} vs noise_reference")
+
+
+def _job_options(entry: SamplerEntry, settings: dict[str, Any]) -> dict[str, Any]:
+    """Sampler options from the file's ``p`` fields and option defaults, as A1111's ``initialize(p)``."""
+    p, opts = settings.get("p_fields", {}), settings.get("options", {})
+    defaults = dict(entry.options)
+    out: dict[str, Any] = {}
+    if entry.eta_option is not None:
+        eta = p.get("eta")
+        out["eta"] = eta if eta is not None else opts.get(f"eta_{entry.eta_option}", defaults.get("eta"))
+    for key in ("s_churn", "s_tmin", "s_tmax", "s_noise"):
+        if key in defaults and p.get(key) is not None:
+            out[key] = float(p[key])
+    return out
 
 
 def _run(case: dict[str, Any], ctx: Context) -> tuple[Tensor, Recorder, SamplingJob]:
     entry, _ = resolve_sampler(case["sampler"], case["schedule_type"], convert_automatic=False)
-    shape = tuple(ctx.settings["latent_shape"])
+    settings, shape = ctx.settings, tuple(ctx.settings["latent_shape"])
+    opts = settings.get("options", {})
     strength = case.get("denoising_strength") if case.get("mode") == "img2img" else None
     steps, t_enc = (case["steps"], 0)
     if strength is not None:
         steps, t_enc = img2img_steps(case["steps"], float(strength), bool(case.get("img2img_fix_steps", False)))
     _check_params(entry, case, strength)
     schedule = _schedule(entry, case, ctx, steps)
-    generator = torch.Generator("cpu").manual_seed(int(ctx.settings["seed"]))
-    rec = Recorder(generator, shape)
-    noise = torch.randn(shape[1:], generator=generator).unsqueeze(0)
-    _close_latent(noise, ctx.reference_draws[0], "initial noise vs noise_reference.draws[0]")
+    seeds = tuple(int(settings["seed"]) + i for i in range(shape[0]))
+    generators = _generators(seeds)
+    noise = _draw(generators, shape)
+    _close_latent(noise[0], ctx.reference_draws[0], "initial noise vs noise_reference.draws[0]")
+    ensd = int(opts.get("eta_noise_seed_delta", settings.get("eta_noise_seed_delta", 0)) or 0)
+    rec = Recorder(_generators(tuple(s + ensd for s in seeds)) if ensd else generators, shape)
+    if strength is not None:
+        noise = noise * float(opts.get("initial_noise_multiplier", 1.0))
     job = SamplingJob(
         entry=entry, schedule=schedule, steps=steps,
         model_sigma_range=(ctx.model.sigma_min, ctx.model.sigma_max),
         alphas_cumprod=ctx.model.alphas_cumprod,
         init_latent=_init_latent(case, shape) if strength is not None else None, t_enc=t_enc,
-        seeds=tuple(int(ctx.settings["seed"]) + i for i in range(shape[0])),
+        seeds=seeds, options=_job_options(entry, settings),
+        sgm_noise_multiplier=bool(opts.get("sgm_noise_multiplier", False)),
     )
     _check_kwargs(job, case)
     model = rec.wrap(_guided_model(entry, ctx, rec, shape))
