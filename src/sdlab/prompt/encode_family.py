@@ -95,7 +95,7 @@ FAMILIES: Registry[FamilySpec] = Registry.of(
         ("sdxl", FamilySpec("sdxl", (_SDXL_CLIP_L, _SDXL_BIGG), zero_empty_negative=True)),
         ("sdxl_refiner", FamilySpec("sdxl_refiner", (_SDXL_BIGG,), zero_empty_negative=True)),
     ],
-    aliases=[("sd15", "sd1"), ("sd21", "sd2")],
+    aliases=[("sd15", "sd1"), ("sd21", "sd2"), ("sdxl-refiner", "sdxl_refiner")],
 )
 
 
