@@ -152,3 +152,29 @@ def write_diffusers_folder(folder: str | Path, model: TinyModel, prediction_type
     (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": prediction_type}))
     (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     return root
+
+
+def standard_meta_modules(family: str) -> tuple[torch.nn.Module, torch.nn.Module, tuple[torch.nn.Module, ...]]:
+    """Full-size modules of ``family`` built from the bundled configs on the meta device (no memory)."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from sdlab.models.derive import load_template
+    from sdlab.models.load import empty_text_encoder
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(load_template(family, "unet"))
+        vae = AutoencoderKL.from_config(load_template(family, "vae"))
+    texts = tuple(
+        empty_text_encoder(load_template(family, spec.name), spec.with_projection)
+        for spec in FAMILIES.get(family).text_encoders
+    )
+    return unet, vae, texts
+
+
+def standard_shapes(family: str) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of a standard full-size single-file checkpoint of ``family`` (no data)."""
+    from sdlab.models.convert import to_single_file_state_dict
+
+    unet, vae, texts = standard_meta_modules(family)
+    return {k: tuple(v.shape) for k, v in to_single_file_state_dict(unet, vae, texts, family).items()}

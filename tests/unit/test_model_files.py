@@ -1,0 +1,152 @@
+"""models.files: defensive safetensors header parsing, safe pickle loading, hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sdlab.errors import UnsupportedModelError
+from sdlab.models.files import (
+    HashCache,
+    legacy_model_hash,
+    load_pickle_state_dict,
+    open_state_dict,
+    read_header,
+    sha256_file,
+    short_hash,
+)
+
+
+def raw_safetensors(path: Path, header: dict, data: bytes) -> Path:
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    return path
+
+
+def test_header_names_shapes_dtypes_and_metadata(tmp_path: Path) -> None:
+    p = tmp_path / "m.safetensors"
+    save_file({"a.weight": torch.zeros(2, 3), "b": torch.zeros(4, dtype=torch.float16)}, str(p), {"k": "v"})
+    h = read_header(p)
+    assert h.format == "safetensors"
+    assert h.shapes() == {"a.weight": (2, 3), "b": (4,)}
+    assert {t.name: t.dtype for t in h.tensors} == {"a.weight": "float32", "b": "float16"}
+    assert dict(h.metadata) == {"k": "v"}
+
+
+def test_lazy_state_dict_reads_values(tmp_path: Path) -> None:
+    p = tmp_path / "m.safetensors"
+    save_file({"x": torch.arange(6.0).reshape(2, 3)}, str(p))
+    sd = open_state_dict(p)
+    assert list(sd) == ["x"] and "x" in sd and "y" not in sd
+    assert torch.equal(sd["x"], torch.arange(6.0).reshape(2, 3))
+
+
+@pytest.mark.parametrize(
+    ("header", "data", "fact"),
+    [
+        ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, "outside the data"),
+        ({"x": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "unknown dtype"),
+        ({"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 12, "do not match shape"),
+        ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+          "y": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "overlap"),
+        ({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 8]}}, b"\0" * 8, "invalid shape"),
+        ({"x": "nonsense"}, b"", "malformed"),
+        ({"__metadata__": [1]}, b"", "__metadata__"),
+    ],
+)  # fmt: skip
+def test_bad_headers_are_refused_with_the_fact(tmp_path: Path, header: dict, data: bytes, fact: str) -> None:
+    p = raw_safetensors(tmp_path / "bad.safetensors", header, data)
+    with pytest.raises(UnsupportedModelError, match=fact) as info:
+        read_header(p)
+    assert str(p) in str(info.value)
+
+
+def test_truncated_and_garbage_files(tmp_path: Path) -> None:
+    tiny = tmp_path / "t.safetensors"
+    tiny.write_bytes(b"\x01\x02")
+    with pytest.raises(UnsupportedModelError, match="truncated"):
+        read_header(tiny)
+    long = tmp_path / "l.safetensors"
+    long.write_bytes(struct.pack("<Q", 10**9) + b"{}")
+    with pytest.raises(UnsupportedModelError, match="past the end"):
+        read_header(long)
+    junk = tmp_path / "j.safetensors"
+    junk.write_bytes(struct.pack("<Q", 5) + b"{nope")
+    with pytest.raises(UnsupportedModelError, match="not valid JSON"):
+        read_header(junk)
+    whole = tmp_path / "w.safetensors"
+    save_file({"x": torch.ones(100)}, str(whole))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[:-40])
+    with pytest.raises(UnsupportedModelError, match="outside the data"):
+        read_header(cut)
+
+
+def test_unknown_suffix_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "model.onnx"
+    p.write_bytes(b"x")
+    with pytest.raises(UnsupportedModelError, match="unknown model file type"):
+        read_header(p)
+
+
+class _WritesAFile:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (open, (self.target, "w"))
+
+
+def test_malicious_pickle_is_refused_and_never_run(tmp_path: Path) -> None:
+    target = tmp_path / "pwned.txt"
+    for suffix in (".ckpt", ".pt"):
+        p = tmp_path / f"evil{suffix}"
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _WritesAFile(str(target))}, p)
+        with pytest.raises(UnsupportedModelError, match="code execution"):
+            read_header(p)
+        with pytest.raises(UnsupportedModelError, match="code execution"):
+            load_pickle_state_dict(p)
+    legacy = tmp_path / "evil_legacy.ckpt"
+    legacy.write_bytes(pickle.dumps(_WritesAFile(str(target))))
+    with pytest.raises(UnsupportedModelError):
+        read_header(legacy)
+    assert not target.exists()
+
+
+def test_pickle_state_dict_unwrapped_and_shapes_without_data(tmp_path: Path) -> None:
+    p = tmp_path / "m.ckpt"
+    torch.save({"state_dict": {"a": torch.ones(2, 2), "b": torch.zeros(3)}, "global_step": 7}, p)
+    assert read_header(p).shapes() == {"a": (2, 2), "b": (3,)}
+    sd = load_pickle_state_dict(p)
+    assert torch.equal(sd["a"], torch.ones(2, 2)) and set(sd) == {"a", "b"}
+    nested = tmp_path / "up.pth"
+    torch.save({"params_ema": {"conv_first.weight": torch.ones(1)}}, nested)
+    assert set(read_header(nested).shapes()) == {"params_ema.conv_first.weight"}
+
+
+def test_hashes_match_a1111_definitions(tmp_path: Path) -> None:
+    p = tmp_path / "blob.bin"
+    data = bytes(range(256)) * 5000  # 1.28 MB: spans the legacy window at 1 MiB
+    p.write_bytes(data)
+    full = hashlib.sha256(data).hexdigest()
+    assert sha256_file(p, block_bytes=4096) == full
+    assert short_hash(full) == full[:10]
+    assert legacy_model_hash(p) == hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+
+
+def test_hash_cache_keys_on_size_and_mtime(tmp_path: Path) -> None:
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(b"one")
+    cache = HashCache()
+    first = cache.hashes(p)
+    assert cache.hashes(p) is first and len(cache) == 1
+    p.write_bytes(b"two!")
+    second = cache.hashes(p)
+    assert second.sha256 == hashlib.sha256(b"two!").hexdigest() and len(cache) == 2
