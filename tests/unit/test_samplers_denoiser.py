@@ -161,3 +161,12 @@ def test_img2img_sigmas_and_timesteps_truncate() -> None:
     assert head.tolist() == [1, 101, 201, 301, 401, 501] and noise_t == 601
     with pytest.raises(InvalidRequestError, match="sigmas for 20 steps"):
         img2img_sigmas(sigmas[:5], 20, 0.3)
+
+
+def test_cfg_inpaint_blend_keeps_the_masked_region() -> None:
+    cond, uncond = torch.full((1, 77, 8), 1.0), torch.full((1, 77, 8), -1.0)
+    core = GuidanceCore(TimestepEpsDenoiser(_cond_unet), lambda s: cond, lambda s: uncond, cfg_scale=1.0)
+    mask = torch.tensor([1.0, 0.0]).reshape(1, 1, 1, 2)
+    init = torch.full((1, 1, 1, 2), 5.0)
+    out = CFGDenoiser(core, init_latent=init, mask=mask)(torch.zeros(1, 1, 1, 2), torch.tensor([1.0]))
+    assert out.flatten().tolist() == [5.0, 1.0]

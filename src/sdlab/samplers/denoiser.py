@@ -173,9 +173,15 @@ class GuidanceCore:
 
 @dataclass
 class CFGDenoiser:
-    """Guided :class:`~sdlab.samplers.types.Denoiser` for k-diffusion samplers (``inner`` is a sigma wrapper)."""
+    """Guided :class:`~sdlab.samplers.types.Denoiser` for k-diffusion samplers (``inner`` is a sigma wrapper).
+
+    Inpainting (A1111's mask blend): with ``init_latent`` and ``mask`` (1 = keep the original, broadcastable
+    to the latent) the output is ``init_latent * mask + (1 - mask) * denoised``.
+    """
 
     core: GuidanceCore
+    init_latent: Tensor | None = None
+    mask: Tensor | None = None
 
     @property
     def step(self) -> int:
@@ -183,7 +189,10 @@ class CFGDenoiser:
         return self.core.step
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return self.core.run(x, sigma)[0]
+        denoised = self.core.run(x, sigma)[0]
+        if self.mask is None or self.init_latent is None:
+            return denoised
+        return self.init_latent * self.mask + (1 - self.mask) * denoised
 
 
 @dataclass
