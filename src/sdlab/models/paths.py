@@ -145,11 +145,12 @@ def resolve_model(models: ModelsDir, kind: str, name: str, *, hashes: HashCache 
     title = _TITLE.match(name.strip())
     found = _by_name(title.group("name") if title else name, files, base)
     hashes = hashes or HashCache()
-    if title and len(found) > 1:
-        found = [p for p in found if _hash_matches(p, title.group("hash"), hashes)]
-    if not found and (title or _HEX.match(name.strip())):
-        digest = title.group("hash") if title else name.strip()
-        found = [p for p in files if _hash_matches(p, digest, hashes)]
+    if title:  # the hash decides; the name alone only when no file has that hash (file changed)
+        digest = title.group("hash")
+        by_hash = [p for p in found if _hash_matches(p, digest, hashes)]
+        found = by_hash or [p for p in files if _hash_matches(p, digest, hashes)] or found
+    elif not found and _HEX.match(name.strip()):
+        found = [p for p in files if _hash_matches(p, name.strip(), hashes)]
     if len(found) > 1:
         shown = ", ".join(p.relative_to(base).as_posix() for p in found)
         raise InvalidRequestError(f"{kind} {name!r} is ambiguous: {shown}; give the relative path")
