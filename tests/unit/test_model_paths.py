@@ -79,7 +79,8 @@ def test_ambiguous_and_missing_names(tmp_path: Path) -> None:
     (md.folder("checkpoint") / "other" / "beta.safetensors").write_bytes(b"beta 2")
     with pytest.raises(InvalidRequestError, match="ambiguous.*other/beta.safetensors.*sub/beta.ckpt"):
         resolve_model(md, "checkpoint", "beta")
-    with pytest.raises(ModelNotFoundError, match="available: alpha.safetensors, other/beta.safetensors, sub/alpha.ckpt, sub/beta.ckpt"):
+    listed = "available: alpha.safetensors, other/beta.safetensors, sub/alpha.ckpt, sub/beta.ckpt"
+    with pytest.raises(ModelNotFoundError, match=listed):
         resolve_model(md, "checkpoint", "gamma")
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         resolve_model(md, "vae", "any")
@@ -102,5 +103,6 @@ def test_list_checkpoints_detects_and_hashes(tmp_path: Path) -> None:
     assert tiny.detection is not None and tiny.detection.family == "sd1" and tiny.error is None
     assert tiny.short_hash == cache.sha256(folder / "tiny.safetensors")[:10]
     assert tiny.title == f"tiny.safetensors [{tiny.short_hash}]"
-    assert lora.detection is None and "LoRA" in lora.error and "models/Lora" in lora.error
+    assert lora.detection is None and lora.error is not None
+    assert "LoRA" in lora.error and "models/Lora" in lora.error
     assert [i.short_hash for i in list_checkpoints(md, compute_hashes=False)] == [None, None]

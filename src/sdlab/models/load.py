@@ -19,7 +19,7 @@ import torch
 
 from sdlab.errors import UnsupportedModelError
 from sdlab.models.derive import ModelConfigs, derive_configs, derive_vae_config, load_template, strip_prefix
-from sdlab.models.detect import Detection, detect, resolve_prediction
+from sdlab.models.detect import Detection, detect, detect_header, read_sidecar_yaml, resolve_prediction
 from sdlab.models.families import FAMILIES, UNET_PREFIX, VAE_PREFIX, Family, TextEncoderSpec
 from sdlab.models.files import FileHashes, HashCache, open_state_dict, read_header
 
@@ -271,7 +271,7 @@ def load_checkpoint(
     if p.is_dir():
         return load_diffusers_folder(p, device=device, dtype=dtype, vae_path=vae_path)
     header = read_header(p)
-    detection = detect(p)
+    detection = detect_header(header, read_sidecar_yaml(p))
     family = FAMILIES.get(detection.family)
     shapes = header.shapes()
     vae_shapes = _ldm_vae_shapes(read_header(vae_path).shapes()) if vae_path else strip_prefix(shapes, VAE_PREFIX)
