@@ -20,7 +20,7 @@ def _run_models(args: argparse.Namespace) -> int:
         print(json.dumps([info.as_dict() for info in infos], indent=2))
         return 0
     if not infos:
-        print(f"no checkpoints in {engine.models_dir.checkpoints_folder()} (the embedded default model is used)")
+        print(f"no checkpoints in {engine.models_dir.folder('checkpoint')} (the embedded default model is used)")
     for info in infos:
         print(info.summary_line())
     return 0

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdlab.errors import InvalidRequestError
+from sdlab.prompt.encode_emphasis import EMPHASIS_MODES
+from sdlab.prompt.plan import PromptPlan, plan_prompts
+from sdlab.rng import resolve_seeds as resolve_seed_lists
+from sdlab.samplers.registry import resolve_sampler
+from sdlab.samplers.schedules import SCHEDULES
 from sdlab.types import GenerationRequest
 
 MAX_SIDE = 8192  # pixels
@@ -53,6 +58,7 @@ class Plan:
     sampler: str
     schedule: str
     second_order: bool
+    prompts: PromptPlan
 
     @property
     def n_images(self) -> int:
@@ -107,32 +113,25 @@ def _check_numbers(r: GenerationRequest, facts: ModelFacts) -> None:
 
 
 def resolve_seeds(r: GenerationRequest, rand: random.Random | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """A1111's seed rules: -1 draws a random seed; image i gets seed + i unless a variation strength is set."""
-    rand = rand or random.Random()
-    seed = rand.randrange(4294967294) if r.seed == -1 else r.seed
-    subseed = rand.randrange(4294967294) if r.subseed == -1 else r.subseed
-    n = r.batch_size * r.n_iter
-    seeds = tuple(seed if r.subseed_strength > 0 else seed + i for i in range(n))
-    return seeds, tuple(subseed + i for i in range(n))
+    """A1111's seed rules for the whole request: -1 is random; image i gets seed + i (no variation strength)."""
+    seeds, subseeds = resolve_seed_lists(r.seed, r.subseed, r.batch_size * r.n_iter, r.subseed_strength, rand)
+    return tuple(seeds), tuple(subseeds)
 
 
 def plan_request(
     request: GenerationRequest, facts: ModelFacts, *, rand: random.Random | None = None
 ) -> Plan:
     """Validate ``request`` against ``facts``; return the resolved :class:`Plan`."""
-    from sdlab.prompt.emphasis import check_emphasis  # noqa: PLC0415 - prompt layer, lazily
-    from sdlab.samplers.registry import resolve_sampler
-    from sdlab.samplers.schedules import SCHEDULES
-
     if not isinstance(request, GenerationRequest):
         raise InvalidRequestError(f"expected a GenerationRequest, got {type(request).__name__}")
     _check_numbers(request, facts)
-    check_emphasis(request.emphasis)
+    EMPHASIS_MODES.get(request.emphasis)
     width = _resolve_size("width", request.width, facts)
     height = _resolve_size("height", request.height, facts)
     entry, schedule = resolve_sampler(request.sampler, request.schedule_type)
     SCHEDULES.get(schedule)
     seeds, subseeds = resolve_seeds(request, rand)
+    prompts = plan_prompts(request.prompt, request.negative_prompt, request.steps, second_order=entry.second_order)
     f = facts.vae_scale_factor
     return Plan(
         request=request,
@@ -144,4 +143,5 @@ def plan_request(
         sampler=entry.name,
         schedule=schedule,
         second_order=entry.second_order,
+        prompts=prompts,
     )

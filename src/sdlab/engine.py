@@ -1,0 +1,210 @@
+"""The Engine: the one explicit piece of mutable state (device, dtype, model cache, text caches).
+
+``Engine.generate(request)`` plans the request (all validation), loads or reuses the checkpoint, runs the
+txt2img pass and returns a :class:`~sdlab.types.GenerationResult`. Nothing is downloaded, ever.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from sdlab.errors import InvalidRequestError, ModelNotFoundError
+from sdlab.infotext import infotext_to_request_fields, parse_infotext
+from sdlab.models.files import HashCache
+from sdlab.models.listing import CheckpointInfo, list_checkpoints
+from sdlab.models.load import LoadedModel, load_checkpoint
+from sdlab.models.paths import ModelsDir, choose_models_dir, list_models, resolve_model
+from sdlab.outputs import SavedImage, read_infotext, save_image
+from sdlab.pipeline.plan import ModelFacts, plan_request
+from sdlab.pipeline.txt2img import RunContext, TextCache, Txt2ImgRun, txt2img
+from sdlab.prompt.encode import EncodeOptions, TextConditioner
+from sdlab.prompt.encode_emphasis import emphasis_infotext
+from sdlab.prompt.encode_family import FAMILIES
+from sdlab.prompt.tokenizer import ClipTokenizer
+from sdlab.types import GenerationRequest, GenerationResult, ProgressCallback
+
+DTYPES: Mapping[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_INFOTEXT_RENAMES: tuple[tuple[str, str], ...] = (("ensd", "eta_noise_seed_delta"),)
+NATIVE_SIZE: Mapping[str, int] = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sdxl-refiner": 1024}
+
+
+def embedded_model_path() -> Path:
+    """The single-file checkpoint of the embedded default model shipped in the package."""
+    folder = resources.files("sdlab") / "data" / "default_model"
+    files = sorted(p for p in Path(str(folder)).glob("*.safetensors")) if Path(str(folder)).is_dir() else []
+    if not files:
+        raise ModelNotFoundError(f"the embedded default model is missing from {folder}; reinstall sdlab")
+    return files[0]
+
+
+def _dtype(value: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(value, torch.dtype):
+        return value
+    if value is None:
+        return torch.float32 if device.type == "cpu" else torch.float16
+    if value not in DTYPES:
+        raise InvalidRequestError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+    return DTYPES[value]
+
+
+@dataclass(frozen=True)
+class _ModelKey:
+    path: Path
+    vae: Path | None
+
+
+@dataclass
+class _ModelState:
+    """A loaded model plus what is derived from it once (text conditioner, encoded-text caches)."""
+
+    model: LoadedModel
+    name: str
+    conditioner: TextConditioner
+    caches: dict[EncodeOptions, TextCache]
+
+
+def native_size(model: LoadedModel) -> int:
+    """Training resolution in pixels: the family's, scaled for non-standard latent sizes (tiny models)."""
+    base = NATIVE_SIZE.get(model.family, 512)
+    if model.family == "sd2" and model.prediction_type == "v_prediction":
+        base = 768
+    sample = model.unet.config.get("sample_size") if hasattr(model.unet, "config") else None
+    return int(sample) * model.vae_scale_factor if model.vae_scale_factor != 8 and sample else base
+
+
+class Engine:
+    """Device, dtype, models folder and a cache of loaded models (``max_models`` most recently used)."""
+
+    def __init__(
+        self,
+        models_dir: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        *,
+        max_models: int = 1,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.models_dir: ModelsDir = choose_models_dir(models_dir, os.environ if env is None else env, os.getcwd())
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = _dtype(dtype, self.device)
+        self.max_models = max(1, max_models)
+        self.hashes = HashCache()
+        self._models: OrderedDict[_ModelKey, _ModelState] = OrderedDict()
+        self._tokenizers: dict[str, ClipTokenizer] = {}
+        self._lock = threading.Lock()
+
+    # -- models ---------------------------------------------------------------------------------
+    def checkpoint_path(self, name: str | None) -> Path:
+        """A checkpoint by name or path; None: the first in the models folder, else the embedded model."""
+        if name is not None:
+            return resolve_model(self.models_dir, "checkpoint", name, hashes=self.hashes)
+        found = list_models(self.models_dir, "checkpoint")
+        return found[0] if found else embedded_model_path()
+
+    def list_models(self) -> list[CheckpointInfo]:
+        """Checkpoints in the models folder with their detected family and A1111 short hash."""
+        return list_checkpoints(self.models_dir, hashes=self.hashes)
+
+    def _tokenizer(self, variant: str) -> ClipTokenizer:
+        if variant not in self._tokenizers:
+            self._tokenizers[variant] = ClipTokenizer.bundled(variant)
+        return self._tokenizers[variant]
+
+    def _state(self, name: str | None, vae: str | None) -> _ModelState:
+        path = self.checkpoint_path(name)
+        vae_path = resolve_model(self.models_dir, "vae", vae, hashes=self.hashes) if vae else None
+        key = _ModelKey(path, vae_path)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        while len(self._models) >= self.max_models:
+            self._models.popitem(last=False)
+        model = load_checkpoint(path, device=self.device, dtype=self.dtype, vae_path=vae_path, hash_cache=self.hashes)
+        family = FAMILIES.get(model.family)
+        # the loader derived the encoder widths from the checkpoint (tiny models are not 768 wide)
+        family = replace(family, encoders=tuple(replace(spec, width=None) for spec in family.encoders))
+        tokenizers = [self._tokenizer(spec.tokenizer) for spec in family.encoders]
+        state = _ModelState(model, path.stem, TextConditioner(family, tokenizers, model.text_encoders), {})
+        self._models[key] = state
+        return state
+
+    def load(self, name: str | None = None, vae: str | None = None) -> LoadedModel:
+        """Load (or reuse) a checkpoint, optionally with an external VAE."""
+        with self._lock:
+            return self._state(name, vae).model
+
+    # -- generation -----------------------------------------------------------------------------
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Plan, then run ``request``; raises InvalidRequestError before any work when it is malformed."""
+        if not isinstance(request, GenerationRequest):
+            raise InvalidRequestError(f"expected a GenerationRequest, got {type(request).__name__}")
+        start = time.perf_counter()
+        with self._lock:
+            state = self._state(request.model, request.vae)
+            loaded = time.perf_counter()
+            model = state.model
+            facts = ModelFacts(model.family, native_size(model), model.vae_scale_factor, model.latent_channels,
+                               max_clip_skip=12)
+            plan = plan_request(request, facts)
+            options = EncodeOptions(emphasis=request.emphasis, clip_skip=request.clip_skip,
+                                    comma_padding_backtrack=request.comma_padding_backtrack)
+            cache = state.caches.setdefault(options, TextCache(options))
+            extra = emphasis_infotext(request.emphasis, [request.prompt, request.negative_prompt])
+            run = Txt2ImgRun(model, state.name, state.conditioner, cache, self.device, self.dtype, extra_params=extra)
+            images, timings = txt2img(run, plan, RunContext(progress, cancel))
+        timings = {"load": loaded - start, **timings, "total": time.perf_counter() - start}
+        return GenerationResult(tuple(images), request, state.name, timings)
+
+    # -- files ----------------------------------------------------------------------------------
+    def save(self, result: GenerationResult, folder: str | os.PathLike[str], *, fmt: str = "png") -> list[SavedImage]:
+        """Write every image of ``result`` to ``folder`` (A1111 names, atomic, never overwriting)."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        return [save_image(img.image, out, seed=img.seed, infotext=img.infotext, fmt=fmt) for img in result.images]
+
+    def request_from_infotext(self, text: str) -> GenerationRequest:
+        """The request an A1111/sdlab infotext describes (model found again by name or hash)."""
+        known, _unknown = infotext_to_request_fields(parse_infotext(text))
+        for old, new in _INFOTEXT_RENAMES:
+            if old in known:
+                known[new] = known.pop(old)
+        known["model"] = self._model_from_infotext(known.get("model"), known.get("model_hash"))
+        fields = {k: v for k, v in known.items() if k in GenerationRequest.field_names()}
+        return GenerationRequest(**fields)
+
+    def _model_from_infotext(self, name: object, short_hash: object) -> str | None:
+        """The checkpoint an infotext names: by name, else by hash; None for the embedded model."""
+        for candidate in (name, short_hash):
+            if isinstance(candidate, str) and candidate:
+                try:
+                    return str(resolve_model(self.models_dir, "checkpoint", candidate, hashes=self.hashes))
+                except ModelNotFoundError:
+                    continue
+        if name is None or name == embedded_model_path().stem:
+            return None
+        raise ModelNotFoundError(
+            f"the image was made with checkpoint {name!r} (hash {short_hash}), which is not in "
+            f"{self.models_dir.folder('checkpoint')}; put it there or pass --model"
+        )
+
+    def request_from_image(self, path: str | os.PathLike[str]) -> GenerationRequest:
+        """The request stored in an image's infotext (PNG ``parameters`` or EXIF UserComment)."""
+        text = read_infotext(Path(path))
+        if text is None:
+            raise InvalidRequestError(f"{path} carries no generation parameters to regenerate from")
+        return self.request_from_infotext(text)

@@ -1,0 +1,185 @@
+"""The txt2img pass: planned request + loaded model -> images with seeds and infotext (A1111 processing)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from sdlab.infotext import InfotextSettings, create_infotext, infotext_params
+from sdlab.models.load import LoadedModel
+from sdlab.pipeline.conditioning import EncodedText, ScheduledConditioning, encode_plan
+from sdlab.pipeline.decode import decode_batch
+from sdlab.pipeline.plan import Plan
+from sdlab.pipeline.unet import UNetCall
+from sdlab.prompt.encode import EncodeOptions, TextConditioner
+from sdlab.prompt.plan import PromptPlan
+from sdlab.rng import ImageRNG, randn_local
+from sdlab.samplers.denoiser import (
+    CFGDenoiser,
+    CFGEpsModel,
+    CompVisDenoiser,
+    CompVisVDenoiser,
+    GuidanceCore,
+    TimestepEpsDenoiser,
+    TimestepVDenoiser,
+)
+from sdlab.samplers.driver import SamplingJob, run_sampling
+from sdlab.samplers.registry import SamplerEntry, resolve_sampler, sampler_timesteps, schedule_infotext, schedule_sigmas
+from sdlab.samplers.sigma_model import SigmaModel
+from sdlab.samplers.types import StepInfo
+from sdlab.types import GeneratedImage, ProgressCallback, ProgressEvent
+
+VERSION_TAG = "sdlab-0.1.0"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Progress callback (per sampler step) and a cancel event polled before every model call."""
+
+    progress: ProgressCallback | None = None
+    cancel: threading.Event | None = None
+
+
+@dataclass
+class TextCache:
+    """Encoded texts of one model, keyed by (text, negative) for fixed encode options."""
+
+    options: EncodeOptions
+    entries: dict[tuple[str, bool], EncodedText] = field(default_factory=dict)
+
+
+def noise_source(request_rng: str, device: torch.device) -> str:
+    """A1111's "GPU" source draws on the compute device; on a CPU device that is the CPU generator."""
+    return "CPU" if request_rng == "GPU" and device.type == "cpu" else request_rng
+
+
+def _inner(entry: SamplerEntry, model: LoadedModel, unet: UNetCall, sigmas: SigmaModel) -> Callable:
+    v = model.prediction_type == "v_prediction"
+    if entry.kind == "timestep":
+        return TimestepVDenoiser(unet, model.alphas_cumprod) if v else TimestepEpsDenoiser(unet)
+    if entry.kind == "lcm":
+        from sdlab.samplers.lcm import LCMDenoiser  # noqa: PLC0415 - only for LCM
+
+        return LCMDenoiser.from_alphas_cumprod(unet, model.alphas_cumprod)
+    return CompVisVDenoiser(unet, sigmas) if v else CompVisDenoiser(unet, sigmas)
+
+
+def _schedule(plan: Plan, entry: SamplerEntry, sigmas: SigmaModel, family: str) -> Tensor:
+    r = plan.request
+    if entry.kind == "timestep":
+        return sampler_timesteps(entry.name, r.steps)
+    return schedule_sigmas(entry, plan.schedule, r.steps, sigmas, sigma_min=r.sigma_min, sigma_max=r.sigma_max,
+                           rho=r.rho, family=family)
+
+
+def _options(plan: Plan) -> dict[str, object]:
+    r = plan.request
+    return {"eta": r.eta, "s_churn": r.s_churn or None, "s_tmin": r.s_tmin or None, "s_noise": None if r.s_noise == 1.0 else r.s_noise}
+
+
+def _progress(ctx: RunContext, plan: Plan, iteration: int) -> Callable[[StepInfo], None] | None:
+    if ctx.progress is None:
+        return None
+    steps, n_iter, report = plan.request.steps, plan.request.n_iter, ctx.progress
+
+    def callback(info: StepInfo) -> None:
+        report(ProgressEvent(min(info.i + 1, steps), steps, iteration, n_iter, float(info.sigma)))
+
+    return callback
+
+
+def sdxl_time_ids(plan: Plan) -> Tensor:
+    """SDXL micro-conditioning ``[1, 6]``: original size, crop top-left, target size, each (height, width)."""
+    r = plan.request
+    original = r.original_size or (plan.width, plan.height)
+    target = r.target_size or (plan.width, plan.height)
+    top, left = r.crops_coords_top_left
+    return torch.tensor([[original[1], original[0], top, left, target[1], target[0]]], dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class Txt2ImgRun:
+    """Everything a txt2img run needs besides the plan."""
+
+    model: LoadedModel
+    model_name: str
+    conditioner: TextConditioner
+    cache: TextCache
+    device: torch.device
+    dtype: torch.dtype
+    concat: Tensor | None = None
+    extra_params: Mapping[str, object] = field(default_factory=dict)
+
+
+def _conditioning(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan) -> ScheduledConditioning:
+    encode_plan(prompts, run.conditioner, run.cache.options, run.cache.entries)
+    extra = {"time_ids": sdxl_time_ids(plan).to(run.device)} if run.model.family == "sdxl" else {}
+    return ScheduledConditioning(prompts, run.cache.entries, plan.request.batch_size, extra, extra)
+
+
+def _sample_batch(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, iteration: int, ctx: RunContext) -> Tensor:
+    r = plan.request
+    entry, _ = resolve_sampler(plan.sampler, plan.schedule)
+    sigma_model = SigmaModel.from_alphas_cumprod(run.model.alphas_cumprod)
+    seeds, subseeds = plan.batch_seeds(iteration)
+    source = noise_source(r.rng, run.device)
+    rng = ImageRNG(plan.latent_shape, seeds, subseeds=subseeds, subseed_strength=r.subseed_strength,
+                   seed_resize_from_w=r.seed_resize_from_w, seed_resize_from_h=r.seed_resize_from_h,
+                   scale_factor=run.model.vae_scale_factor, source=source, ensd=r.eta_noise_seed_delta,
+                   device=run.device)
+    cond = _conditioning(run, plan, prompts)
+    core = GuidanceCore(_inner(entry, run.model, UNetCall(run.model.unet, run.dtype, run.concat), sigma_model),
+                        cond.cond_at, cond.uncond_at, r.cfg_scale)
+    guided = CFGEpsModel(core) if entry.kind == "timestep" else CFGDenoiser(core)
+    job = SamplingJob(entry=entry, schedule=_schedule(plan, entry, sigma_model, run.model.family), steps=r.steps,
+                      model_sigma_range=(float(sigma_model.sigma_min), float(sigma_model.sigma_max)),
+                      alphas_cumprod=run.model.alphas_cumprod, seeds=tuple(seeds), options=_options(plan))
+    noise = rng.next()
+    cancel = ctx.cancel.is_set if ctx.cancel is not None else None
+    local = None if source == "CPU" else partial(randn_local, source)
+    return run_sampling(job, guided, noise, rng.next, callback=_progress(ctx, plan, iteration), cancel=cancel,
+                        randn_local=local)
+
+
+def _infotext(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, seed: int, subseed: int) -> str:
+    r = plan.request
+    entry, _ = resolve_sampler(plan.sampler, plan.schedule)
+    extra = dict(run.extra_params)
+    extra.update(schedule_infotext(entry, plan.schedule))
+    hashes = run.model.hashes
+    settings = InfotextSettings(
+        steps=r.steps, sampler_name=entry.name, cfg_scale=r.cfg_scale, seed=seed, width=plan.width, height=plan.height,
+        scheduler=extra.pop("Schedule type", None),
+        model_hash=None if hashes is None else hashes.short, model_name=run.model_name,
+        subseed=subseed, subseed_strength=r.subseed_strength,
+        seed_resize_from=(r.seed_resize_from_w, r.seed_resize_from_h) if r.seed_resize_from_w > 0 else (-1, -1),
+        clip_skip=r.clip_skip, ensd=r.eta_noise_seed_delta, eta=r.eta, rng=r.rng,
+        extra=tuple(extra.items()), version=VERSION_TAG,
+    )
+    return create_infotext(r.prompt, r.negative_prompt, infotext_params(settings))
+
+
+def txt2img(run: Txt2ImgRun, plan: Plan, ctx: RunContext) -> tuple[list[GeneratedImage], dict[str, float]]:
+    """Run every batch of ``plan``; images come back in seed order with their infotexts."""
+    r = plan.request
+    prompts = plan.prompts
+    images: list[GeneratedImage] = []
+    timings = {"sampling": 0.0, "decode": 0.0}
+    for iteration in range(r.n_iter):
+        start = time.perf_counter()
+        latents = _sample_batch(run, plan, prompts, iteration, ctx)
+        mid = time.perf_counter()
+        pictures = decode_batch(run.model.vae, latents, run.model.latent_scaling_factor)
+        timings["sampling"] += mid - start
+        timings["decode"] += time.perf_counter() - mid
+        seeds, subseeds = plan.batch_seeds(iteration)
+        for pic, seed, subseed in zip(pictures, seeds, subseeds):
+            text = _infotext(run, plan, prompts, seed, subseed)
+            images.append(GeneratedImage(pic, seed, subseed, text, len(images)))
+    return images, timings
