@@ -1,0 +1,27 @@
+"""A procedurally drawn world of captioned images and its analyser, for the bundled default model."""
+
+from __future__ import annotations
+
+from sdlab.toyworld.analyse import ATTRIBUTES, Analysis, analyse, matches
+from sdlab.toyworld.world import (
+    COLOURS,
+    HELD_OUT_PAIRS,
+    HELD_OUT_PHRASINGS,
+    PHRASINGS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    TRAIN_PHRASINGS,
+    Scene,
+    caption,
+    parse_caption,
+    random_scene,
+    render,
+    training_sample,
+)
+
+__all__ = [
+    "ATTRIBUTES", "COLOURS", "HELD_OUT_PAIRS", "HELD_OUT_PHRASINGS", "PHRASINGS", "POSITIONS", "SHAPES",
+    "SIZES", "TRAIN_PHRASINGS", "Analysis", "Scene", "analyse", "caption", "matches", "parse_caption",
+    "random_scene", "render", "training_sample",
+]
