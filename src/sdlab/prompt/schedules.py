@@ -301,13 +301,6 @@ def _render(nodes: Sequence[Node], step: int, whens: dict[str, int], out: list[s
             _render(node.options[(step - 1) % len(node.options)], step, whens, out)
 
 
-def text_at_step(nodes: Sequence[Node], step: int, timeline: Timeline) -> str:
-    """The prompt text at boundary step ``step`` (1-based)."""
-    out: list[str] = []
-    _render(nodes, step, _boundaries(nodes, timeline)[1], out)
-    return "".join(out)
-
-
 def prompt_schedule(
     prompt: str, base_steps: int, hires_steps: int | None = None, use_old_scheduling: bool = False
 ) -> Schedule:
