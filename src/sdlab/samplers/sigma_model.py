@@ -63,7 +63,7 @@ class SigmaModel:
         if not bool(((ac > 0) & (ac < 1)).all()):
             raise InvalidRequestError("alphas_cumprod values must lie strictly between 0 and 1")
         sigmas = ((1 - ac) / ac).double().sqrt().float()
-        return cls(alphas_cumprod=ac, sigmas=sigmas, log_sigmas=sigmas.log())
+        return cls(alphas_cumprod=ac, sigmas=sigmas, log_sigmas=sigmas.double().log().float())
 
     @property
     def num_timesteps(self) -> int:
