@@ -151,18 +151,48 @@ def infotext_params(settings: InfotextSettings) -> dict[str, object]:
 # Parsing
 # ---------------------------------------------------------------------------------------------------
 
-_PARAM = re.compile(
-    r"""
-    \s*
-    (\w[\w \-/]+)              # key: a word char, then one or more of word/space/-//
-    :\s*
-    ( "(?:\\.|[^\\"])+"        # a non-empty double-quoted value with backslash escapes
-    | [^,]*                    # or anything up to the next comma
-    )
-    (?:,|$)
-    """,
-    re.VERBOSE,
-)
+# A1111 scans the parameter line with one regex (README "Param regex"); run naively it takes quadratic
+# time on long key-like runs, so the same match rules are applied here piece by piece, in linear time.
+_SPACE = re.compile(r"\s*")
+_KEY_RUN = re.compile(r"\w[\w \-/]*")  # a key: a word char, then word chars, spaces, '-' or '/'
+_QUOTED = re.compile(r'"(?:\\.|[^\\"])+"')  # a non-empty double-quoted value with backslash escapes
+_UNQUOTED = re.compile(r"[^,]*")
+
+
+def _value_at(line: str, pos: int) -> tuple[str, int]:
+    """The value starting at ``pos`` and where the scan resumes (after its comma)."""
+    quoted = _QUOTED.match(line, pos)
+    if quoted is not None:
+        end = quoted.end()
+        if line.startswith(",", end):
+            return quoted.group(), end + 1
+        if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):  # regex '$'
+            return quoted.group(), end
+    plain = _UNQUOTED.match(line, pos)
+    assert plain is not None
+    end = plain.end()
+    return plain.group(), end + 1 if end < len(line) else end
+
+
+def param_pairs(line: str) -> list[tuple[str, str]]:
+    """Every ``key: value`` match of A1111's parameter regex in ``line``, left to right (raw values)."""
+    pairs: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(line):
+        start = _SPACE.match(line, pos).end()  # type: ignore[union-attr]
+        run = _KEY_RUN.match(line, start)
+        if run is None:
+            pos = start + 1
+            continue
+        end = run.end()
+        if end - start < 2 or not line.startswith(":", end):
+            pos = end  # every start inside this run fails the same way
+            continue
+        value, pos = _value_at(line, _SPACE.match(line, end + 1).end())  # type: ignore[union-attr]
+        pairs.append((line[start:end], value))
+    return pairs
+
+
 _IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _NEGATIVE = "Negative prompt:"
 
@@ -190,7 +220,7 @@ class ParseOptions:
 def split_infotext(text: str) -> tuple[str, str, str]:
     """Split into (prompt, negative prompt, parameter line) the way A1111 does."""
     *lines, last = text.strip().split("\n")
-    if len(_PARAM.findall(last)) < 3:
+    if len(param_pairs(last)) < 3:
         lines.append(last)
         last = ""
     prompt, negative, in_negative = "", "", False
@@ -220,7 +250,7 @@ def unquote(value: str) -> str:
 def parse_param_line(line: str) -> dict[str, str]:
     """The ``Key: value`` pairs of a parameter line; ``WxH`` values become ``Key-1``/``Key-2``."""
     res: dict[str, str] = {}
-    for key, value in _PARAM.findall(line):
+    for key, value in param_pairs(line):
         if not value:  # A1111 indexes value[0] and skips the pair on the resulting error
             continue
         if value[0] == '"' and value[-1] == '"':
@@ -292,7 +322,24 @@ _ATTENTION = re.compile(
     """,
     re.VERBOSE,
 )
-_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_BREAK_WORD = re.compile(r"\bBREAK\b")
+
+
+def split_break(text: str) -> list[str]:
+    """``re.split(r"\\s*\\bBREAK\\b\\s*", text)`` in linear time (the regex is quadratic on long blanks)."""
+    parts: list[str] = []
+    last = 0
+    for match in _BREAK_WORD.finditer(text):
+        start = match.start()
+        while start > last and text[start - 1].isspace():
+            start -= 1
+        end = match.end()
+        while end < len(text) and text[end].isspace():
+            end += 1
+        parts.append(text[last:start])
+        last = end
+    parts.append(text[last:])
+    return parts
 
 
 def attention_pieces(text: str) -> list[tuple[str, float]]:
@@ -321,7 +368,7 @@ def attention_pieces(text: str) -> list[tuple[str, float]]:
         elif token == "]" and open_square:
             scale(open_square.pop(), 1 / 1.1)
         else:
-            for i, part in enumerate(_BREAK.split(token)):
+            for i, part in enumerate(split_break(token)):
                 if i:
                     pieces.append(["BREAK", -1])
                 pieces.append([part, 1.0])
@@ -343,8 +390,12 @@ def _merge_equal(pieces: list[list[Any]]) -> list[tuple[str, float]]:
 
 
 def uses_emphasis(*prompts: str) -> bool:
-    """Whether any attention piece (BREAK aside) of the prompts has a weight other than 1."""
-    return any(text != "BREAK" and weight != 1.0 for p in prompts for text, weight in attention_pieces(p))
+    """Whether any attention piece (BREAK aside) of the prompts has a weight other than 1.
+
+    Only brackets change weights; bracket-heavy text costs O(pieces x brackets), as in A1111.
+    """
+    bracketed = (p for p in prompts if "(" in p or "[" in p)
+    return any(text != "BREAK" and weight != 1.0 for p in bracketed for text, weight in attention_pieces(p))
 
 
 # --- versions (PEP 440 ordering, as A1111's packaging.version) ---------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,11 @@ from sdlab.infotext import (
     infotext_version,
     old_hires_first_pass_size,
     parse_infotext,
+    param_pairs,
     parse_param_line,
     quote,
     sampler_uses_ensd,
+    split_break,
     split_infotext,
     uses_emphasis,
     version_key,
@@ -314,3 +318,26 @@ def test_request_field_table_is_one_to_one() -> None:
 def test_bad_values_raise_invalid_request(key: str, value: object) -> None:
     with pytest.raises(InvalidRequestError, match=key):
         infotext_to_request_fields({key: value})
+
+
+# --- linear-time scanners agree with A1111's regexes -------------------------------------------------------
+
+A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+A1111_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+ALPHABET = ['a', 'Z', '9', '_', ' ', '\t', '-', '/', ':', ',', '"', '\\', 'x', '猫', '\n', 'BREAK', ' BREAK ', '(']
+
+
+def _random_strings(seed: int, count: int) -> list[str]:
+    rnd = random.Random(seed)
+    return ["".join(rnd.choice(ALPHABET) for _ in range(rnd.randrange(0, 40))) for _ in range(count)]
+
+
+def test_param_pairs_equals_a1111_regex() -> None:
+    samples = _random_strings(1, 4000) + ['ab: "x\\"y", cd: "q" z, ef:  v \n', 'ab: "unterminated, cd: 1', 'ab: "x"\n']
+    for text in samples:
+        assert param_pairs(text) == A1111_PARAM.findall(text), repr(text)
+
+
+def test_split_break_equals_a1111_regex() -> None:
+    for text in _random_strings(2, 4000) + ["a BREAK b", "BREAKBREAK BREAK", "\tBREAK\n\nBREAK x"]:
+        assert split_break(text) == A1111_BREAK.split(text), repr(text)
