@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from sdlab.errors import InvalidRequestError
+from sdlab.registry import Registry
 
 #: Largest file :func:`read_infotext` accepts (bytes).
 MAX_READ_BYTES = 256 * 1024 * 1024
@@ -57,12 +58,19 @@ class ImageFormat:
     modes: frozenset[str]
 
 
-FORMATS: dict[str, ImageFormat] = {
-    "png": ImageFormat("png", "PNG", frozenset({"1", "L", "LA", "I;16", "P", "RGB", "RGBA"})),
-    "jpg": ImageFormat("jpg", "JPEG", frozenset({"L", "RGB", "CMYK"})),
-    "jpeg": ImageFormat("jpeg", "JPEG", frozenset({"L", "RGB", "CMYK"})),
-    "webp": ImageFormat("webp", "WEBP", frozenset({"RGB", "RGBA"})),
-}
+_PNG_MODES = frozenset({"1", "L", "LA", "I;16", "P", "RGB", "RGBA"})
+_JPEG_MODES = frozenset({"L", "RGB", "CMYK"})
+
+#: Output formats by name (``jpeg`` and ``.png``-style spellings are aliases).
+FORMATS: Registry[ImageFormat] = Registry.of(
+    "image format",
+    [
+        ("png", ImageFormat("png", "PNG", _PNG_MODES)),
+        ("jpg", ImageFormat("jpg", "JPEG", _JPEG_MODES)),
+        ("webp", ImageFormat("webp", "WEBP", frozenset({"RGB", "RGBA"}))),
+    ],
+    aliases=[("jpeg", "jpg"), (".png", "png"), (".jpg", "jpg"), (".jpeg", "jpg"), (".webp", "webp")],
+)
 
 
 # --- EXIF -------------------------------------------------------------------------------------------
@@ -109,10 +117,7 @@ def _jpeg_with_exif(jpeg: bytes, exif: bytes) -> bytes:
 
 
 def _image_format(fmt: str) -> ImageFormat:
-    spec = FORMATS.get(fmt.lower().lstrip("."))
-    if spec is None:
-        raise InvalidRequestError(f"unsupported image format {fmt!r}; use one of: {', '.join(FORMATS)}")
-    return spec
+    return FORMATS.get(fmt)  # raises InvalidRequestError listing the formats
 
 
 _WIDE_INT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -308,6 +313,8 @@ def read_infotext(source: str | os.PathLike[str] | bytes) -> str | None:
     data = _load_bytes(source)
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.format == "PNG" and "parameters" not in image.info:
+                image.load()  # text chunks after the image data are read only with the pixels
             text = image.info.get("parameters")
             comment = _exif_comment(image)
     except Image.UnidentifiedImageError as exc:

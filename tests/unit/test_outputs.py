@@ -125,7 +125,7 @@ def test_webp_exif_chunk() -> None:
     assert read_infotext(data) == TEXT
 
 
-@pytest.mark.parametrize("fmt", ["png", "jpg", "jpeg", "webp"])
+@pytest.mark.parametrize("fmt", ["png", "jpg", "JPEG", ".webp"])
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "1", "I;16", "I"])
 def test_every_mode_round_trips(mode: str, fmt: str) -> None:
     assert read_infotext(encode_image(_image(mode), TEXT, fmt)) == TEXT
@@ -162,7 +162,7 @@ def test_cmyk_jpeg_reads_back() -> None:
 
 
 def test_unknown_format_is_rejected() -> None:
-    with pytest.raises(InvalidRequestError, match="unsupported image format 'gif'"):
+    with pytest.raises(InvalidRequestError, match="unknown image format 'gif'; valid image formats: png, jpg, webp"):
         encode_image(_image(), TEXT, "gif")
 
 
@@ -338,7 +338,7 @@ def test_write_failure_midway_leaves_nothing(tmp_path: Path, monkeypatch: pytest
 def test_bad_suffix_and_format(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="path separator"):
         save_image(_image(), tmp_path, seed=1, infotext=TEXT, basename_suffix="/../x")
-    with pytest.raises(InvalidRequestError, match="unsupported image format"):
+    with pytest.raises(InvalidRequestError, match="unknown image format"):
         save_image(_image(), tmp_path, seed=1, infotext=TEXT, fmt="bmp")
     assert list(tmp_path.iterdir()) == []
 
@@ -384,3 +384,20 @@ def test_live_lock_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(InvalidRequestError, match="held by another writer"):
         save_image(_image(), tmp_path, seed=3, infotext=TEXT)
     assert sorted(p.name for p in tmp_path.iterdir()) == [outputs.LOCK_NAME]
+
+
+def test_infotext_too_long_for_jpeg(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match="too long for a JPEG"):
+        save_image(_image(), tmp_path, seed=1, infotext="x" * 40000, fmt="jpg")
+    assert list(tmp_path.iterdir()) == []
+    saved = save_image(_image(), tmp_path, seed=1, infotext="x" * 40000, fmt="webp")
+    assert read_infotext(saved.path) == "x" * 40000
+
+
+def test_parameters_chunk_after_image_data() -> None:
+    buffer = io.BytesIO()
+    _image().save(buffer, format="PNG")
+    plain = buffer.getvalue()
+    iend = plain.rindex(b"IEND") - 4
+    late = plain[:iend] + _chunk(b"tEXt", b"parameters\x00late text") + plain[iend:]
+    assert read_infotext(late) == "late text"
