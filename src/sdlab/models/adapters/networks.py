@@ -77,7 +77,7 @@ def _flat2(t: torch.Tensor) -> torch.Tensor:
 
 def _cp(core: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Tucker/CP product: out[i, j, k, l] = sum_p sum_q core[p, q, k, l] * a[p, i] * b[q, j]."""
-    return torch.einsum("pqkl,pi,qj->ijkl", core, _flat2(a), _flat2(b))
+    return torch.einsum("pqkl,pi,qj->ijkl", core, _flat2(a), _flat2(b)).contiguous()
 
 
 def _part(parts: Parts, name: str, module: str = "") -> torch.Tensor:
