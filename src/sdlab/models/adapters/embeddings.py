@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
@@ -135,7 +135,7 @@ class EmbeddingLookup:
     embeddings: Mapping[str, Embedding]
     by_first_id: Mapping[int, tuple[tuple[tuple[int, ...], str], ...]]
     widths: tuple[int, ...]
-    broken: Mapping[str, str] = MappingProxyType({})
+    broken: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(cls, embeddings: Iterable[Embedding], tokenizer: TokenIds, widths: Sequence[int],
