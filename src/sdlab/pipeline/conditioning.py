@@ -1,7 +1,7 @@
 """Prompt plan -> conditioning the CFG denoiser consumes, step by step (A1111's scheduled conditioning).
 
 Texts are encoded in the batches A1111 encodes them (each AND part's schedule texts together, then the
-negative schedule), once per distinct text. ``cond_at(step)`` / ``uncond_at(step)`` return, for denoiser
+negative schedule), each batch once. ``cond_at(step)`` / ``uncond_at(step)`` return, for denoiser
 call ``step``, the rows of every image as a dict of tensors that the UNet callable understands:
 ``context`` [N, 77k, D] and, for SDXL, ``text_embeds`` [N, P] and ``time_ids`` [N, 6 or 5].
 """
@@ -29,21 +29,38 @@ class EncodedText:
     pooled: Tensor | None
 
 
+@dataclass(frozen=True)
+class EncodedPlan:
+    """Encoded texts of a prompt plan: per AND part (its schedule texts) and for the negative schedule."""
+
+    parts: tuple[Mapping[str, EncodedText], ...]
+    negative: Mapping[str, EncodedText]
+
+
+BatchCache = dict[tuple[tuple[str, ...], bool], tuple[EncodedText, ...]]
+
+
+def _encode_batch(
+    texts: tuple[str, ...], negative: bool, conditioner: TextConditioner, options: EncodeOptions, cache: BatchCache
+) -> dict[str, EncodedText]:
+    key = (texts, negative)
+    if key not in cache:
+        out = conditioner.encode(list(texts), options, negative=negative)
+        pooled = [None] * len(texts) if out.pooled is None else list(out.pooled)
+        cache[key] = tuple(EncodedText(out.cond[i], pooled[i]) for i in range(len(texts)))
+    return dict(zip(texts, cache[key]))
+
+
 def encode_plan(
-    plan: PromptPlan, conditioner: TextConditioner, options: EncodeOptions, cache: dict[tuple[str, bool], EncodedText]
-) -> dict[tuple[str, bool], EncodedText]:
-    """Encode every text of ``plan`` in A1111's batches; ``cache`` (text, negative) -> result is filled in place."""
-    batches = plan.encode_batches
-    for index, batch in enumerate(batches):
-        negative = index == len(batches) - 1
-        missing = [t for t in dict.fromkeys(batch) if (t, negative) not in cache]
-        if not missing:
-            continue
-        out = conditioner.encode(list(batch), options, negative=negative)
-        for row, text in enumerate(batch):
-            pooled = None if out.pooled is None else out.pooled[row]
-            cache.setdefault((text, negative), EncodedText(out.cond[row], pooled))
-    return cache
+    plan: PromptPlan, conditioner: TextConditioner, options: EncodeOptions, cache: BatchCache
+) -> EncodedPlan:
+    """Encode ``plan`` as A1111 does: each AND part's schedule texts as one batch (they share the
+    "Original" emphasis mean), the negative schedule as another; ``cache`` keeps batches across calls."""
+    parts = tuple(
+        _encode_batch(tuple(t for _, t in part.schedule), False, conditioner, options, cache) for part in plan.parts
+    )
+    negative = _encode_batch(tuple(t for _, t in plan.negative), True, conditioner, options, cache)
+    return EncodedPlan(parts, negative)
 
 
 def pad_to_tokens(context: Tensor, tokens: int) -> Tensor:
@@ -70,7 +87,7 @@ class ScheduledConditioning:
     """
 
     plan: PromptPlan
-    encoded: Mapping[tuple[str, bool], EncodedText]
+    encoded: EncodedPlan
     batch_size: int
     extra_cond: Mapping[str, Tensor]
     extra_uncond: Mapping[str, Tensor]
@@ -78,7 +95,7 @@ class ScheduledConditioning:
     def cond_at(self, step: int) -> MultiCond:
         """AND parts of every image at denoiser call ``step`` (rows image-major, A1111's order)."""
         parts = self.plan.cond_at(step)
-        texts = [self.encoded[(p.text, False)] for _ in range(self.batch_size) for p in parts]
+        texts = [self.encoded.parts[k][p.text] for _ in range(self.batch_size) for k, p in enumerate(parts)]
         conds_list, row = [], 0
         for _ in range(self.batch_size):
             conds_list.append(tuple((row + k, p.weight) for k, p in enumerate(parts)))
@@ -87,5 +104,5 @@ class ScheduledConditioning:
 
     def uncond_at(self, step: int) -> Rows:
         """Negative conditioning of every image at denoiser call ``step``."""
-        text = self.encoded[(self.plan.uncond_at(step), True)]
+        text = self.encoded.negative[self.plan.uncond_at(step)]
         return _rows([text] * self.batch_size, self.extra_uncond)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from sdlab.infotext import InfotextSettings, create_infotext, infotext_params
 from sdlab.models.load import LoadedModel
-from sdlab.pipeline.conditioning import EncodedText, ScheduledConditioning, encode_plan
+from sdlab.pipeline.conditioning import BatchCache, ScheduledConditioning, encode_plan
 from sdlab.pipeline.decode import decode_batch
 from sdlab.pipeline.plan import Plan
 from sdlab.pipeline.unet import UNetCall
@@ -48,10 +48,10 @@ class RunContext:
 
 @dataclass
 class TextCache:
-    """Encoded texts of one model, keyed by (text, negative) for fixed encode options."""
+    """Encoded text batches of one model for fixed encode options, keyed by (texts, negative)."""
 
     options: EncodeOptions
-    entries: dict[tuple[str, bool], EncodedText] = field(default_factory=dict)
+    entries: BatchCache = field(default_factory=dict)
 
 
 def noise_source(request_rng: str, device: torch.device) -> str:
@@ -113,14 +113,32 @@ class Txt2ImgRun:
     cache: TextCache
     device: torch.device
     dtype: torch.dtype
-    concat: Tensor | None = None
     extra_params: Mapping[str, object] = field(default_factory=dict)
 
 
+def txt2img_image_conditioning(model: LoadedModel, plan: Plan, device: torch.device) -> Tensor | None:
+    """Extra UNet input channels for txt2img (A1111 ``txt2img_image_conditioning``), or None.
+
+    Inpainting UNets (9 channels) get a full mask (1 channel, all ones) plus the latent of a mid-grey
+    image; instruct-pix2pix UNets (8 channels) get the grey latent alone. The VAE posterior's mean is used
+    (A1111's "Full" encoder samples the posterior with the global RNG; its spread is negligible here).
+    """
+    extra = int(model.unet.config.in_channels) - model.latent_channels
+    if extra <= 0:
+        return None
+    vae = model.vae
+    dtype = next(vae.parameters()).dtype
+    grey = torch.zeros(1, 3, plan.height, plan.width, device=device, dtype=dtype)  # 0.5 in [0, 1] is 0 in [-1, 1]
+    with torch.inference_mode():
+        latent = vae.encode(grey).latent_dist.mean.float() * model.latent_scaling_factor
+    mask = torch.ones_like(latent[:, :1])
+    return torch.cat([mask, latent], dim=1) if extra == model.latent_channels + 1 else latent
+
+
 def _conditioning(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan) -> ScheduledConditioning:
-    encode_plan(prompts, run.conditioner, run.cache.options, run.cache.entries)
+    encoded = encode_plan(prompts, run.conditioner, run.cache.options, run.cache.entries)
     extra = {"time_ids": sdxl_time_ids(plan).to(run.device)} if run.model.family == "sdxl" else {}
-    return ScheduledConditioning(prompts, run.cache.entries, plan.request.batch_size, extra, extra)
+    return ScheduledConditioning(prompts, encoded, plan.request.batch_size, extra, extra)
 
 
 def _sample_batch(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, iteration: int, ctx: RunContext) -> Tensor:
@@ -134,7 +152,8 @@ def _sample_batch(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, iteration: i
                    scale_factor=run.model.vae_scale_factor, source=source, ensd=r.eta_noise_seed_delta,
                    device=run.device)
     cond = _conditioning(run, plan, prompts)
-    core = GuidanceCore(_inner(entry, run.model, UNetCall(run.model.unet, run.dtype, run.concat), sigma_model),
+    concat = txt2img_image_conditioning(run.model, plan, run.device)
+    core = GuidanceCore(_inner(entry, run.model, UNetCall(run.model.unet, run.dtype, concat), sigma_model),
                         cond.cond_at, cond.uncond_at, r.cfg_scale)
     guided = CFGEpsModel(core) if entry.kind == "timestep" else CFGDenoiser(core)
     job = SamplingJob(entry=entry, schedule=_schedule(plan, entry, sigma_model, run.model.family), steps=r.steps,
