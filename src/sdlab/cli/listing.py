@@ -7,22 +7,48 @@ import json
 from pathlib import Path
 
 from sdlab.cli.common import Command, make_engine
+from sdlab.models.listing import CheckpointInfo
 
 
 def _add_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _describe(info: CheckpointInfo) -> dict[str, object]:
+    """One checkpoint as plain data: name, hash, family / variant / prediction or the detection error."""
+    d = info.detection
+    return {
+        "name": info.name,
+        "short_hash": info.short_hash,
+        "path": str(info.path),
+        "family": d.family if d else None,
+        "variant": d.variant if d else None,
+        "prediction_type": d.prediction_type if d else None,
+        "error": info.error,
+    }
+
+
+def _line(info: CheckpointInfo) -> str:
+    d = _describe(info)
+    if d["error"]:
+        kind = f"unsupported: {d['error']}"
+    else:
+        variant = "" if d["variant"] in (None, "standard") else f" {d['variant']}"
+        prediction = f" ({d['prediction_type']})" if d["prediction_type"] else ""
+        kind = f"{d['family']}{variant}{prediction}"
+    return f"{info.title}  {kind}  {info.path}"
+
+
 def _run_models(args: argparse.Namespace) -> int:
     engine = make_engine(args)
     infos = engine.list_models()
     if args.json:
-        print(json.dumps([info.as_dict() for info in infos], indent=2))
+        print(json.dumps([_describe(info) for info in infos], indent=2))
         return 0
     if not infos:
         print(f"no checkpoints in {engine.models_dir.folder('checkpoint')} (the embedded default model is used)")
     for info in infos:
-        print(info.summary_line())
+        print(_line(info))
     return 0
 
 
