@@ -26,7 +26,7 @@ from sdlab.conformance import VectorSuite
 from sdlab.errors import AdapterLoadError
 from sdlab.models.adapters.keymap import ModuleIndex, Target, a1111_ignores
 from sdlab.models.adapters.lora_file import NetworkFile, read_network
-from sdlab.models.adapters.networks import NetworkModule, compute_delta, deviations_for
+from sdlab.models.adapters.networks import NetworkModule, compute_delta, deviations_for, merged_weight
 
 REL_TOL = 1e-6
 
@@ -113,7 +113,7 @@ def _apply_module(ctx: Context, res: RunResult, target: Target, module: NetworkM
         out.error = str(exc)
         return out
     out.delta, out.bias_delta = delta.weight, delta.bias
-    res.weights[path] = w + delta.weight
+    res.weights[path] = merged_weight(module, w, m, mset["dyn"])[0]  # the path the model patcher takes
     if delta.bias is not None:
         b = res.biases[path]
         res.biases[path] = delta.bias.clone() if b is None else b + delta.bias

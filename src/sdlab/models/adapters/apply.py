@@ -21,7 +21,7 @@ import torch
 from sdlab.errors import AdapterLoadError
 from sdlab.models.adapters.keymap import ModuleIndex, Target
 from sdlab.models.adapters.lora_file import NetworkFile, ResolvedNetwork, check_family, read_network, resolve_network
-from sdlab.models.adapters.networks import NetworkModule, compute_delta
+from sdlab.models.adapters.networks import NetworkModule, merged_weight
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,9 +92,10 @@ class _Backup:
         self.weights.clear()
 
 
-def _patch(module: torch.nn.Module, delta_w: torch.Tensor, delta_b: torch.Tensor | None) -> None:
+def _patch(module: torch.nn.Module, new_weight: torch.Tensor, delta_b: torch.Tensor | None) -> None:
+    """Point the module at new tensors (the originals stay alive in the backup)."""
     weight = module.weight.data
-    module.weight.data = (weight.float() + delta_w).to(weight.dtype)
+    module.weight.data = new_weight
     if delta_b is None:
         return
     bias = getattr(module, "bias", None)
@@ -109,10 +110,10 @@ def _apply_one(components: Mapping[str, torch.nn.Module], spec: NetworkSpec, tar
     sub = _submodule(components, target)
     backup.remember(sub)
     try:
-        delta = compute_delta(module, sub.weight.data, spec.multiplier(target), spec.dyn_dim)
+        new_weight, delta_b = merged_weight(module, sub.weight.data, spec.multiplier(target), spec.dyn_dim)
     except AdapterLoadError as exc:
         raise AdapterLoadError(f"LoRA {spec.label!r}: {exc}") from None
-    _patch(sub, delta.weight, delta.bias)
+    _patch(sub, new_weight, delta_b)
 
 
 def resolve_all(components: Mapping[str, torch.nn.Module], specs: Sequence[NetworkSpec],

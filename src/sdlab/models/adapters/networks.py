@@ -408,6 +408,33 @@ def compute_delta(module: NetworkModule, weight: torch.Tensor, multiplier: float
     return Delta(delta * multiplier, bias)
 
 
+def _plain_lora(ntype: NetworkType, parts: Parts) -> bool:
+    return ntype.name == "lora" and "lora_mid.weight" not in parts and "dora_scale" not in parts
+
+
+def merged_weight(module: NetworkModule, weight: torch.Tensor, multiplier: float,
+                  dyn_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """``(W + delta, bias delta or None)`` as a new tensor in ``weight``'s dtype (``weight`` untouched).
+
+    Plain LoRA modules take a fused path, ``addmm(W, up, down, alpha=m * s)``: one pass over W instead
+    of four (equal to A1111's ``W + (up @ down) * s * m`` to float32 rounding)."""
+    ntype = detect_type(module)
+    parts = effective_parts(module.parts)
+    w = weight.float()
+    if not _plain_lora(ntype, parts):
+        delta = compute_delta(module, w, multiplier, dyn_dim)
+        return (w + delta.weight).to(weight.dtype), delta.bias
+    up, down = _lora_updown(parts)
+    u2, d2 = _flat2(up), _flat2(down)
+    if dyn_dim is not None:
+        u2, d2 = u2[:, :dyn_dim], d2[:dyn_dim]
+    w2 = w.reshape(w.shape[0], -1)
+    if u2.shape[0] != w2.shape[0] or d2.shape[1] != w2.shape[1]:
+        compute_delta(module, w, multiplier, dyn_dim)  # raises the shape error
+    alpha = module_scale(ntype, parts, w) * multiplier
+    return torch.addmm(w2, u2, d2, alpha=alpha).reshape(w.shape).to(weight.dtype), None
+
+
 # --------------------------------------------------------------------------------------------------
 # deliberate deviations from A1111 v1.10.1
 
