@@ -111,3 +111,15 @@ def test_sdxl_size_conditioning_matters(engine: Engine) -> None:
     request = BASE.replace(model="tiny-sdxl")
     plain = pixels(engine.generate(request))
     assert not np.array_equal(plain, pixels(engine.generate(request.replace(original_size=(256, 256)))))
+
+
+def test_sampler_settings_are_written_and_read_back(engine: Engine) -> None:
+    request = BASE.replace(sampler="Euler", s_churn=0.5, s_noise=1.003, sigma_max=10.0, schedule_type="Karras", rho=5.0)
+    text = engine.generate(request).images[0].infotext
+    params = parse_infotext(text)
+    assert params["Sigma churn"] == "0.5" and params["Sigma noise"] == "1.003"
+    assert params["Schedule max sigma"] == "10.0" and params["Schedule rho"] == "5.0"
+    again = engine.request_from_infotext(text)
+    assert (again.s_churn, again.s_noise, again.sigma_max, again.rho) == (0.5, 1.003, 10.0, 5.0)
+    eta_text = engine.generate(BASE.replace(eta=0.5)).images[0].infotext
+    assert parse_infotext(eta_text)["Eta"] == "0.5" and engine.request_from_infotext(eta_text).eta == 0.5

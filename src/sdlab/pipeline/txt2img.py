@@ -166,11 +166,36 @@ def _sample_batch(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, iteration: i
                         randn_local=local)
 
 
+#: sampler option -> (A1111 infotext key, value A1111 leaves unwritten)
+_OPTION_KEYS: tuple[tuple[str, str, float], ...] = (
+    ("s_churn", "Sigma churn", 0.0), ("s_tmin", "Sigma tmin", 0.0), ("s_noise", "Sigma noise", 1.0),
+)
+_ETA_KEYS = {"ancestral": "Eta", "ddim": "Eta DDIM"}
+
+
+def sampler_infotext(entry: SamplerEntry, plan: Plan) -> dict[str, object]:
+    """What A1111's samplers add to ``extra_generation_params``: schedule type and overrides, non-default
+    eta (``Eta`` / ``Eta DDIM``) and churn settings of the samplers that take them."""
+    r = plan.request
+    params: dict[str, object] = dict(schedule_infotext(entry, plan.schedule))
+    for key, value in (("Schedule max sigma", r.sigma_max), ("Schedule min sigma", r.sigma_min), ("Schedule rho", r.rho)):
+        if value:
+            params[key] = value
+    defaults = dict(entry.options)
+    if entry.eta_option and r.eta is not None and r.eta != defaults.get("eta"):
+        params[_ETA_KEYS[entry.eta_option]] = r.eta
+    for option, key, default in _OPTION_KEYS:
+        value = getattr(r, option)
+        if option in defaults and value != default:
+            params[key] = value
+    return params
+
+
 def _infotext(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, seed: int, subseed: int) -> str:
     r = plan.request
     entry, _ = resolve_sampler(plan.sampler, plan.schedule)
     extra = dict(run.extra_params)
-    extra.update(schedule_infotext(entry, plan.schedule))
+    extra.update(sampler_infotext(entry, plan))
     hashes = run.model.hashes
     settings = InfotextSettings(
         steps=r.steps, sampler_name=entry.name, cfg_scale=r.cfg_scale, seed=seed, width=plan.width, height=plan.height,
