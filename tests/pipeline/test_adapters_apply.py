@@ -190,3 +190,20 @@ def test_sdxl_ldm_named_keys_map_through_the_config(tmp_path: Path) -> None:
         torch.testing.assert_close(te2.get_submodule(_te_path(te2, TE_Q)).weight, t0 + 0.5 * 0.5 * (up2 @ down2))
     assert torch.equal(unet.get_submodule(target).weight, w0)
     assert torch.equal(te2.get_submodule(_te_path(te2, TE_Q)).weight, t0)
+
+
+def test_diffusers_peft_format_file(sd1: dict, tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(6)
+    unet, te = sd1["unet"], sd1["text_encoder"]
+    w, t = unet.get_submodule(TO_Q).weight, te.get_submodule(TE_Q).weight
+    a, b = torch.randn(2, w.shape[1], generator=gen), torch.randn(w.shape[0], 2, generator=gen)
+    ta, tb = torch.randn(2, t.shape[1], generator=gen), torch.randn(t.shape[0], 2, generator=gen)
+    path = tmp_path / "peft.safetensors"
+    save_file({f"unet.{TO_Q}.lora_A.weight": a, f"unet.{TO_Q}.lora_B.weight": b,
+               f"text_encoder.text_model.{TE_Q}.lora_A.weight": ta, f"text_encoder.text_model.{TE_Q}.lora_B.weight": tb},
+              str(path))  # fmt: skip
+    w0, t0 = w.clone(), t.clone()
+    with applied_networks(sd1, [NetworkSpec(read_network(path), 0.5, 2.0)], family="sd1"):
+        torch.testing.assert_close(unet.get_submodule(TO_Q).weight, w0 + 2.0 * (b @ a))
+        torch.testing.assert_close(te.get_submodule(TE_Q).weight, t0 + 0.5 * (tb @ ta))
+    assert torch.equal(unet.get_submodule(TO_Q).weight, w0) and torch.equal(te.get_submodule(TE_Q).weight, t0)
