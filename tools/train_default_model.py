@@ -1,0 +1,443 @@
+"""Train sdlab's bundled default model on the toy world (sdlab.toyworld), reproducibly, on CPU.
+
+Architecture (SD-1.x classes, shapes chosen so the A1111 single-file loader derives the configs):
+UNet2DConditionModel (64, 128), one layer per block, cross-attention at the 8x8 level and in the mid
+block (down: DownBlock2D, CrossAttnDownBlock2D), AutoencoderKL (32, 64, 64) with 4x downsampling
+(64x64 RGB <-> 16x16x4 latents, SD1 scaling factor 0.18215 folded into quant convs), CLIPTextModel of
+width 64 with the real CLIP tokenizer bundled in sdlab.
+
+Curriculum: (1) VAE, reconstruction + small KL on 32x32 crops, in cosine cycles; (2) rescale the VAE
+so latents * 0.18215 have std ~1;
+(3) cache latent means of a fixed set of training scenes; (4) UNet + text encoder jointly, epsilon
+prediction on SD1's scaled-linear schedule (0.00085..0.012, 1000 steps, uniform t), min-SNR-5 weights,
+10% empty captions (encoded as the pipeline does: BOS + EOS padding to 77), AdamW, warm-up + cosine, EMA.
+
+Everything is seeded from the step number, so a run resumed from /work/train/ckpt.pt continues exactly.
+Usage (the run resumes automatically from the work dir; run one training at a time on 2 cores):
+    nohup .venv/bin/python tools/train_default_model.py >> /work/train/log.txt 2>&1 &
+    .venv/bin/python tools/train_default_model.py --export src/sdlab/data/default_model/toyworld-64.safetensors
+Training facts of the shipped checkpoint are in src/sdlab/data/default_model/card.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SEED = 20261123
+WORKDIR = Path("/work/train")
+BPE_DIR = Path(__file__).resolve().parents[1] / "src" / "sdlab" / "data" / "clip_bpe"
+SCALING_FACTOR = 0.18215
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters; steps are optimizer steps."""
+
+    vae_cycles: tuple[int, ...] = (800, 2000)
+    vae_lr: tuple[float, ...] = (1e-3, 1.5e-3)
+    vae_batch: int = 16
+    vae_crop: int = 32
+    kl_weight: float = 1e-6
+    decoder_steps: int = 6000
+    decoder_lr: float = 5e-4
+    decoder_batch: int = 8
+    cache_size: int = 12000
+    unet_steps: int = 8000
+    unet_lr: float = 1e-3
+    batch: int = 32
+    warmup: int = 200
+    min_lr_ratio: float = 0.05
+    empty_caption: float = 0.1
+    snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    save_every_s: float = 300.0
+    snapshot_every: int = 1000
+
+
+def unet_config() -> dict[str, Any]:
+    return dict(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(64, 128), cross_attention_dim=64, attention_head_dim=8,
+        norm_num_groups=32, use_linear_projection=False,
+    )
+
+
+def vae_config() -> dict[str, Any]:
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64), norm_num_groups=32, sample_size=64, scaling_factor=SCALING_FACTOR,
+    )
+
+
+def text_config() -> dict[str, Any]:
+    return dict(
+        vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=4,
+        num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=64,
+    )
+
+
+def build(kind: str, config: dict[str, Any]) -> torch.nn.Module:
+    """A fresh model of ``kind`` ("unet", "vae", "text") from its config."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if kind == "unet":
+        return UNet2DConditionModel(**config)
+    if kind == "vae":
+        return AutoencoderKL(**config)
+    return CLIPTextModel(CLIPTextConfig(**config))
+
+
+def tokenizer():
+    """The bundled CLIP tokenizer; pads with EOS (49407) to 77 like SD1 / A1111."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab_file=str(BPE_DIR / "vocab.json"), merges_file=str(BPE_DIR / "merges.txt"))
+
+
+def tokens(tok, captions: list[str]) -> torch.Tensor:
+    ids = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return ids
+
+
+def batch_images(seeds: np.ndarray) -> torch.Tensor:
+    """Training images for ``seeds`` as a (B, 3, 64, 64) tensor in -1..1."""
+    from sdlab.toyworld import training_sample
+
+    arr = np.stack([np.asarray(training_sample(int(s))[0]) for s in seeds])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def random_crops(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """One random ``size`` x ``size`` crop (offsets multiples of 4) of each image of a batch."""
+    n = (x.shape[-1] - size) // 4 + 1
+    offs = rng.integers(0, n, (len(x), 2)) * 4
+    return torch.stack([im[:, oy : oy + size, ox : ox + size] for im, (oy, ox) in zip(x, offs)])
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------- VAE phase
+def train_vae(r: Recipe, workdir: Path) -> torch.nn.Module:
+    """Train the VAE in cosine cycles (``r.vae_cycles``, a fresh AdamW each), rescaling after each.
+
+    ``vae.pt`` records the cycles done, so an interrupted run repeats at most one cycle.
+    """
+    path = workdir / "vae.pt"
+    torch.manual_seed(SEED)
+    vae = build("vae", vae_config())
+    done, seconds, run = 0, 0.0, 0.0
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        vae.load_state_dict(state["vae"])
+        done, seconds, run = state.get("cycles_done", 1), state.get("seconds", 0.0), state.get("final_loss", 0.0)
+    for cycle in range(done, len(r.vae_cycles)):
+        vae.train()
+        opt = torch.optim.AdamW(vae.parameters(), lr=r.vae_lr[cycle], weight_decay=0.0)
+        t0, first = time.time(), sum(r.vae_cycles[:cycle])
+        n = r.vae_cycles[cycle]
+        for i in range(n):
+            step = first + i
+            lr = r.vae_lr[cycle] * 0.5 * (1 + math.cos(math.pi * i / n))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            seeds = np.random.default_rng([SEED, 1, step]).integers(0, 2**40, r.vae_batch)
+            x = random_crops(batch_images(seeds), r.vae_crop, np.random.default_rng([SEED, 3, step]))
+            post = vae.encode(x).latent_dist
+            z = post.sample(generator=torch.Generator().manual_seed(SEED + step))
+            rec = vae.decode(z).sample
+            loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + r.kl_weight * post.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run = 0.98 * run + 0.02 * loss.item() if i else loss.item()
+            if i % 50 == 0 or i == n - 1:
+                per = (time.time() - t0) / (i + 1)
+                log(f"vae cycle {cycle} step {step} loss {run:.5f} lr {lr:.2e} {per:.2f}s/step")
+        vae.eval()
+        rescale_vae(vae)
+        seconds += time.time() - t0
+        save_atomic({"vae": vae.state_dict(), "cycles_done": cycle + 1, "final_loss": run, "seconds": seconds}, path)
+    return vae.eval()
+
+
+@torch.no_grad()
+def rescale_vae(vae: torch.nn.Module) -> float:
+    """Fold a scale k into quant_conv / post_quant_conv so latent means * 0.18215 have std ~1."""
+    x = batch_images(np.arange(10**9, 10**9 + 256))
+    before = vae.decode(vae.encode(x).latent_dist.mean).sample
+    k = (1.0 / SCALING_FACTOR) / vae.encode(x).latent_dist.mean.std().item()
+    qc, pqc = vae.quant_conv, vae.post_quant_conv
+    qc.weight[:4] *= k
+    qc.bias[:4] *= k
+    qc.bias[4:] += 2 * math.log(k)
+    pqc.weight /= k
+    after = vae.decode(vae.encode(x).latent_dist.mean).sample
+    std = (vae.encode(x).latent_dist.mean * SCALING_FACTOR).std().item()
+    log(f"vae rescaled by {k:.4f}: scaled latent std {std:.4f}, decode change {(after - before).abs().max():.2e}")
+    return k
+
+
+def train_decoder(r: Recipe, workdir: Path) -> None:
+    """Fine-tune only the VAE decoder (and post_quant_conv) on whole 64x64 images, encoder frozen.
+
+    The latent space is unchanged, so a UNet trained on ``vae.pt`` latents stays valid. Writes
+    ``vae_decoder.pt`` (full VAE state; resumable, saved every ``save_every_s``). Meant to run in its own
+    single-threaded process beside the UNet training.
+    """
+    path = workdir / "vae_decoder.pt"
+    vae = build("vae", vae_config())
+    vae.load_state_dict(torch.load(workdir / "vae.pt", weights_only=True)["vae"])
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=r.decoder_lr, weight_decay=0.0)
+    step, run, seconds = 0, 0.0, 0.0
+    if path.exists():
+        ck = torch.load(path, weights_only=True)
+        vae.load_state_dict(ck["vae"]); opt.load_state_dict(ck["opt"])
+        step, run, seconds = ck["step"], ck["final_loss"], ck["seconds"]
+    vae.encoder.requires_grad_(False); vae.quant_conv.requires_grad_(False)
+    t0, t_save, start = time.time(), time.time(), step
+    while step < r.decoder_steps:
+        lr = r.decoder_lr * 0.5 * (1 + math.cos(math.pi * step / r.decoder_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = batch_images(np.random.default_rng([SEED, 4, step]).integers(0, 2**40, r.decoder_batch))
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        rec = vae.decode(z).sample
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        run = 0.98 * run + 0.02 * loss.item() if run else loss.item()
+        if step % 50 == 0:
+            log(f"decoder step {step} loss {run:.5f} lr {lr:.2e} {(time.time() - t0) / (step - start):.2f}s/step")
+        if time.time() - t_save > r.save_every_s or step == r.decoder_steps:
+            save_atomic({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "final_loss": run,
+                         "seconds": seconds + time.time() - t0}, path)
+            t_save = time.time()
+
+
+@torch.no_grad()
+def cache_latents(vae: torch.nn.Module, r: Recipe, workdir: Path) -> dict[str, Any]:
+    """Latent means (already times 0.18215) of ``cache_size`` fixed training scenes, plus their scenes."""
+    from sdlab.toyworld import training_sample
+
+    path = workdir / "latents.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    seeds = np.arange(r.cache_size) + 5_000_000
+    chunks = []
+    for i in range(0, len(seeds), 256):
+        x = batch_images(seeds[i : i + 256])
+        chunks.append(vae.encode(x).latent_dist.mean * SCALING_FACTOR)
+    scenes = [training_sample(int(s))[2] for s in seeds]
+    data = {"latents": torch.cat(chunks).contiguous(), "scenes": [tuple(vars(s).values()) for s in scenes]}
+    save_atomic(data, path)
+    log(f"cached {len(seeds)} latents, std {data['latents'].std():.3f}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------- UNet phase
+def alphas_cumprod() -> torch.Tensor:
+    """SD1's scaled-linear schedule: betas linspace(sqrt(0.00085), sqrt(0.012), 1000) ** 2."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, 0).float()
+
+
+def lr_at(step: int, r: Recipe) -> float:
+    if step < r.warmup:
+        return r.unet_lr * (step + 1) / r.warmup
+    p = min(1.0, (step - r.warmup) / max(1, r.unet_steps - r.warmup))
+    return r.unet_lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def step_captions(scenes: list[tuple], idx: np.ndarray, rng: np.random.Generator, r: Recipe) -> list[str]:
+    from sdlab.toyworld import TRAIN_PHRASINGS, Scene, caption
+
+    out = []
+    for i in idx:
+        if rng.random() < r.empty_caption:
+            out.append("")
+        else:
+            out.append(caption(Scene(*scenes[int(i)]), int(rng.integers(len(TRAIN_PHRASINGS))), rng))
+    return out
+
+
+def snapshot(unet, text, vae, step: int) -> dict[str, Any]:
+    """Weights + configs of one model state (the format benchmarks/eval_default_model.py reads)."""
+    return {
+        "step": step,
+        "configs": configs,
+        "unet": unet.state_dict(), "text": text.state_dict(), "vae": vae.state_dict(),
+    }
+
+
+def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: Path) -> None:
+    ckpt_path = workdir / "ckpt.pt"
+    torch.manual_seed(SEED + 2)
+    unet, text = build("unet", unet_config()), build("text", text_config())
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=r.unet_lr, weight_decay=0.01)
+    ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
+    step, seconds = 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        unet.load_state_dict(ck["unet"]); text.load_state_dict(ck["text"])
+        ema_unet.load_state_dict(ck["ema_unet"]); ema_text.load_state_dict(ck["ema_text"])
+        opt.load_state_dict(ck["opt"])
+        step, seconds = ck["step"], ck["seconds"]
+        log(f"resumed from step {step} ({seconds / 60:.1f} min trained)")
+    for m in (ema_unet, ema_text):
+        m.requires_grad_(False)
+    tok = tokenizer()
+    acp = alphas_cumprod()
+    lat, scenes = data["latents"], data["scenes"]
+    ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
+    unet.train(); text.train()
+    start_step = step
+    t_last_save, t_start, run = time.time(), time.time(), None
+
+    def save() -> None:
+        save_atomic({
+            "unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_unet.state_dict(),
+            "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "step": step,
+            "seconds": seconds + time.time() - t_start, "recipe": asdict(r),
+        }, ckpt_path)
+
+    while step < r.unet_steps:
+        rng = np.random.default_rng([SEED, 2, step])
+        gen = torch.Generator().manual_seed(SEED * 7 + step)
+        idx = rng.integers(0, len(lat), r.batch)
+        ids = tokens(tok, step_captions(scenes, idx, rng, r))
+        x0 = lat[torch.from_numpy(idx)]
+        t = torch.randint(0, 1000, (r.batch,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = acp[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        cond = text(ids).last_hidden_state
+        pred = unet(xt, t, encoder_hidden_states=cond).sample
+        snr = acp[t] / (1 - acp[t])
+        w = torch.clamp(snr, max=r.snr_gamma) / snr
+        loss = (w * ((pred - eps) ** 2).mean(dim=(1, 2, 3))).mean()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, r)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        d = min(r.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, params, 1 - d)
+        step += 1
+        run = loss.item() if run is None else 0.99 * run + 0.01 * loss.item()
+        if step % 50 == 0:
+            el = time.time() - t_start
+            log(f"unet step {step} loss {run:.4f} lr {lr_at(step, r):.2e} {el / max(1, step - start_step):.2f}s/step")
+        if time.time() - t_last_save > r.save_every_s or step == r.unet_steps:
+            save()
+            t_last_save = time.time()
+            log(f"saved checkpoint at step {step}")
+        if step % r.snapshot_every == 0 or step == r.unet_steps:
+            save_atomic(snapshot(ema_unet, ema_text, vae, step), workdir / f"ema_{step:06d}.pt")
+            save_atomic(snapshot(ema_unet, ema_text, vae, step), workdir / "ema_latest.pt")
+    log("training done")
+
+
+# ---------------------------------------------------------------------------------------------- main
+def bench(r: Recipe, steps: int = 5) -> None:
+    """Time a few UNet+text training steps on random latents (no files written)."""
+    unet, text = build("unet", unet_config()), build("text", text_config())
+    n = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+    log(f"params: unet {n(unet):.2f}M text {n(text):.2f}M vae {n(build('vae', vae_config())):.2f}M")
+    opt = torch.optim.AdamW(list(unet.parameters()) + list(text.parameters()), lr=1e-4)
+    ids = torch.full((r.batch, 77), 49407)
+    for i in range(steps + 1):
+        t0 = time.time()
+        x = torch.randn(r.batch, 4, 16, 16)
+        cond = text(ids).last_hidden_state
+        loss = unet(x, torch.randint(0, 1000, (r.batch,)), encoder_hidden_states=cond).sample.square().mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+        log(f"bench step {i}: {time.time() - t0:.3f}s")
+
+
+def training_card(workdir: Path, r: Recipe) -> dict[str, Any]:
+    """Facts about the training run in ``workdir`` for the model card (card.json)."""
+    def facts(name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        p = workdir / name
+        if not p.exists():
+            return {}
+        ck = torch.load(p, weights_only=False, map_location="cpu")
+        return {k: ck[k] for k in keys if k in ck}
+
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    configs = {"unet": unet_config(), "vae": vae_config(), "text": text_config()}
+    return {
+        "name": "toyworld-64",
+        "world": "sdlab.toyworld (64x64, 10 colours, 5 shapes, 9 positions, 2 sizes; held-out pairs in world.py)",
+        "parameters": {k: n(build(k, c)) for k, c in configs.items()},
+        "configs": configs,
+        "recipe": asdict(r),
+        "vae": facts("vae.pt", ("cycles_done", "final_loss", "seconds")),
+        "vae_decoder_finetune": facts("vae_decoder.pt", ("step", "final_loss", "seconds")),
+        "unet_and_text": facts("ckpt.pt", ("step", "seconds")),
+        "seed": SEED,
+        "machine": "2 shared CPU cores, one torch thread per process",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", type=Path, default=WORKDIR)
+    ap.add_argument("--unet-steps", type=int, default=Recipe.unet_steps, help="total UNet steps (cosine horizon)")
+    ap.add_argument("--decoder", action="store_true", help="fine-tune the VAE decoder only (own process)")
+    ap.add_argument("--bench", action="store_true", help="time a few steps and exit")
+    ap.add_argument("--export", type=Path, help="write an A1111 single-file checkpoint from a snapshot and exit")
+    ap.add_argument("--snapshot", type=Path, help="snapshot to export (default: WORKDIR/ema_latest.pt)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "1")))
+    r = replace(Recipe(), unet_steps=args.unet_steps)
+    if args.bench:
+        return bench(r)
+    if args.export:
+        from train_export import export_snapshot  # tools/train_export.py
+
+        snap = args.snapshot or args.workdir / "ema_latest.pt"
+        return export_snapshot(snap, args.export, training_card(args.workdir, r))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.decoder:
+        return train_decoder(r, args.workdir)
+    log(f"recipe {asdict(r)}")
+    vae = train_vae(r, args.workdir)
+    vae.requires_grad_(False)
+    data = cache_latents(vae, r, args.workdir)
+    train_unet(vae, data, r, args.workdir)
+
+
+if __name__ == "__main__":
+    main()
