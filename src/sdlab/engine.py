@@ -19,18 +19,22 @@ import torch
 
 from sdlab.errors import InvalidRequestError, ModelNotFoundError
 from sdlab.infotext import infotext_to_request_fields, parse_infotext
+from sdlab.models.adapters.apply import applied_to_model
+from sdlab.models.adapters.embeddings import EmbeddingLookup, lookup_for_folder, model_widths
 from sdlab.models.files import HashCache
 from sdlab.models.listing import CheckpointInfo, list_checkpoints
 from sdlab.models.load import LoadedModel, load_checkpoint
 from sdlab.models.paths import ModelsDir, choose_models_dir, list_models, resolve_model
 from sdlab.outputs import SavedImage, read_infotext, save_image
+from sdlab.pipeline.networks import folder_signature, prepare_networks, relink_lora_tags
 from sdlab.pipeline.plan import ModelFacts, plan_request
+from sdlab.pipeline.img2img import img2img
 from sdlab.pipeline.txt2img import RunContext, TextCache, Txt2ImgRun, txt2img
 from sdlab.prompt.encode import EncodeOptions, TextConditioner
 from sdlab.prompt.encode_emphasis import emphasis_infotext
 from sdlab.prompt.encode_family import FAMILIES
 from sdlab.prompt.tokenizer import ClipTokenizer
-from sdlab.types import GenerationRequest, GenerationResult, ProgressCallback
+from sdlab.types import GenerationRequest, GenerationResult, HiresFix, ProgressCallback, RefinerSpec
 
 DTYPES: Mapping[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _INFOTEXT_RENAMES: tuple[tuple[str, str], ...] = (("ensd", "eta_noise_seed_delta"),)
@@ -69,7 +73,8 @@ class _ModelState:
     model: LoadedModel
     name: str
     conditioner: TextConditioner
-    caches: dict[EncodeOptions, TextCache]
+    caches: dict[tuple[object, ...], TextCache]
+    embeddings: tuple[tuple[tuple[str, int, int], ...], EmbeddingLookup] | None = None
 
 
 def native_size(model: LoadedModel) -> int:
@@ -79,6 +84,30 @@ def native_size(model: LoadedModel) -> int:
         base = 768
     sample = model.unet.config.get("sample_size") if hasattr(model.unet, "config") else None
     return int(sample) * model.vae_scale_factor if model.vae_scale_factor != 8 and sample else base
+
+
+def _pass_fields(known: Mapping[str, object], unknown: Mapping[str, object]) -> dict[str, object]:
+    """Hires fix, refiner, mask mode and noise multiplier of an infotext as request fields."""
+    out: dict[str, object] = {}
+    if "hr_upscaler" in known or "hr_scale" in known:
+        resize_x, resize_y = int(known.get("hr_resize_x", 0) or 0), int(known.get("hr_resize_y", 0) or 0)
+        out["hires"] = HiresFix(
+            scale=float(known.get("hr_scale", 2.0)), upscaler=str(known.get("hr_upscaler", "Latent")),  # type: ignore[arg-type]
+            second_pass_steps=int(known.get("hr_second_pass_steps", 0)), resize_x=resize_x, resize_y=resize_y,  # type: ignore[arg-type]
+            denoising_strength=float(known.get("denoising_strength", 0.7)),  # type: ignore[arg-type]
+            prompt=str(known.get("hr_prompt", "")), negative_prompt=str(known.get("hr_negative_prompt", "")),
+            sampler=known.get("hr_sampler"), schedule_type=known.get("hr_scheduler"),  # type: ignore[arg-type]
+        )
+    if known.get("refiner_checkpoint"):
+        out["refiner"] = RefinerSpec(str(known["refiner_checkpoint"]), float(known.get("refiner_switch_at", 0.8)))  # type: ignore[arg-type]
+    if known.get("mask_mode") == "Inpaint not masked":
+        out["inpainting_mask_invert"] = True
+    if "Noise multiplier" in unknown:
+        try:
+            out["initial_noise_multiplier"] = float(unknown["Noise multiplier"])  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"infotext field 'Noise multiplier' is not a number: {exc}") from exc
+    return out
 
 
 class Engine:
@@ -137,6 +166,17 @@ class Engine:
         self._models[key] = state
         return state
 
+    def _embeddings(self, state: _ModelState) -> EmbeddingLookup | None:
+        """The textual-inversion lookup for ``state``'s model, rebuilt when the embeddings folder changes."""
+        folder = self.models_dir.folder("embedding")
+        signature = folder_signature(folder)
+        if not signature:
+            return None
+        if state.embeddings is None or state.embeddings[0] != signature:
+            lookup = lookup_for_folder(folder, state.conditioner.tokenizers[0], model_widths(state.model.text_encoders))
+            state.embeddings = (signature, lookup)
+        return state.embeddings[1]
+
     def load(self, name: str | None = None, vae: str | None = None) -> LoadedModel:
         """Load (or reuse) a checkpoint, optionally with an external VAE."""
         with self._lock:
@@ -161,14 +201,37 @@ class Engine:
             facts = ModelFacts(model.family, native_size(model), model.vae_scale_factor, model.latent_channels,
                                max_clip_skip=12)
             plan = plan_request(request, facts)
+            lookup = self._embeddings(state)
+            networks = prepare_networks(self.models_dir, request, plan.prompts, lookup, state.conditioner.tokenizers[0])
             options = EncodeOptions(emphasis=request.emphasis, clip_skip=request.clip_skip,
-                                    comma_padding_backtrack=request.comma_padding_backtrack)
-            cache = state.caches.setdefault(options, TextCache(options))
-            extra = emphasis_infotext(request.emphasis, [request.prompt, request.negative_prompt])
+                                    comma_padding_backtrack=request.comma_padding_backtrack, embeddings=lookup)
+            cache_key = (options, folder_signature(self.models_dir.folder("embedding")), networks.text_cache_key)
+            cache = state.caches.setdefault(cache_key, TextCache(options))
+            extra = {**emphasis_infotext(request.emphasis, [request.prompt, request.negative_prompt]),
+                     **dict(networks.infotext)}
             run = Txt2ImgRun(model, state.name, state.conditioner, cache, self.device, self.dtype, extra_params=extra)
-            images, timings = txt2img(run, plan, RunContext(progress, cancel))
+            run = self._with_refiner(run, plan.request)
+            passes = img2img if plan.request.is_img2img else txt2img
+            with applied_to_model(model, networks.specs):
+                images, timings = passes(run, plan, RunContext(progress, cancel))
         timings = {"load": loaded - start, **timings, "total": time.perf_counter() - start}
         return GenerationResult(tuple(images), request, state.name, timings)
+
+    def _with_refiner(self, run: Txt2ImgRun, request: GenerationRequest) -> Txt2ImgRun:
+        """``run`` with the SDXL refiner's run attached when the request names one (loaded here)."""
+        if request.refiner is None:
+            return run
+        state = self._state(request.refiner.checkpoint, request.vae)
+        refiner, model = state.model, run.model
+        if (refiner.latent_channels, refiner.vae_scale_factor) != (model.latent_channels, model.vae_scale_factor):
+            raise InvalidRequestError(
+                f"refiner {state.name} ({refiner.family}) does not share the latent space of {run.model_name} "
+                f"({model.family}); use an SDXL refiner with an SDXL model"
+            )
+        options = EncodeOptions(emphasis=request.emphasis, clip_skip=request.clip_skip,
+                                comma_padding_backtrack=request.comma_padding_backtrack)
+        cache = state.caches.setdefault(("refiner", options), TextCache(options))
+        return replace(run, refiner=Txt2ImgRun(refiner, state.name, state.conditioner, cache, self.device, self.dtype))
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, result: GenerationResult, folder: str | os.PathLike[str], *, fmt: str = "png") -> list[SavedImage]:
@@ -184,7 +247,10 @@ class Engine:
             if old in known:
                 known[new] = known.pop(old)
         known["model"] = self._model_from_infotext(known.get("model"), known.get("model_hash"))
+        if isinstance(known.get("prompt"), str) and known.get("lora_hashes"):
+            known["prompt"] = relink_lora_tags(known["prompt"], known["lora_hashes"], self.models_dir)
         fields = {k: v for k, v in known.items() if k in GenerationRequest.field_names()}
+        fields.update(_pass_fields(known, _unknown))
         return GenerationRequest(**fields)
 
     def _model_from_infotext(self, name: object, short_hash: object) -> str | None:

@@ -28,6 +28,38 @@ class LoraRef:
 
 
 @dataclass(frozen=True)
+class HiresFix:
+    """A1111's txt2img "Hires. fix": a second, img2img-like pass at a larger size.
+
+    ``scale`` (> 0) multiplies the first-pass size unless ``resize_x`` / ``resize_y`` (pixels, 0 = unset)
+    are given; ``upscaler``: a latent mode ("Latent", "Latent (antialiased)", "Latent (bicubic)",
+    "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)") or an image upscaler
+    ("Lanczos", "Nearest", model upscalers); ``second_pass_steps`` 0 = the first pass's steps;
+    ``denoising_strength`` in [0, 1]; ``prompt`` / ``negative_prompt`` "" = the first pass's; ``sampler`` /
+    ``schedule_type`` None = the first pass's.
+    """
+
+    scale: float = 2.0
+    upscaler: str = "Latent"
+    second_pass_steps: int = 0
+    resize_x: int = 0
+    resize_y: int = 0
+    denoising_strength: float = 0.7
+    prompt: str = ""
+    negative_prompt: str = ""
+    sampler: str | None = None
+    schedule_type: str | None = None
+
+
+@dataclass(frozen=True)
+class RefinerSpec:
+    """An SDXL refiner checkpoint switched in once ``switch_at`` (0..1) of the model timesteps are done."""
+
+    checkpoint: str
+    switch_at: float = 0.8
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """Everything that decides a txt2img generation (A1111 v1.10.1 defaults).
 
@@ -35,6 +67,17 @@ class GenerationRequest:
     v-prediction, 1024 for SDXL, 64 for the embedded default model), ``steps`` >= 1, ``cfg_scale`` >= 1 (1 disables the
     unconditional pass only where A1111 does), ``seed`` -1 means random. ``batch_size`` images are made
     per sampler run, ``n_iter`` runs in a row (A1111's batch count); image k gets seed + k.
+
+    img2img (``init_images`` non-empty; one image for the whole batch, or up to ``batch_size`` images):
+    ``denoising_strength`` in [0, 1], ``resize_mode`` ("Just resize", "Crop and resize", "Resize and fill",
+    "Just resize (latent upscale)"), ``initial_noise_multiplier`` (A1111 default 1.0), ``img2img_fix_steps``
+    (A1111's option: run the full ``steps`` instead of ``steps * strength``). Sizes default to the init
+    image's size rounded down to a multiple of 8.
+    Inpainting (``mask`` given, or ``mask_from_alpha``: transparent pixels of the init image are repainted):
+    white = repaint; ``mask_blur`` (pixels, Gaussian sigma), ``inpainting_mask_invert``, ``inpainting_fill``
+    ("fill", "original", "latent noise", "latent nothing"), ``inpaint_area`` ("Whole picture",
+    "Only masked"), ``inpaint_full_res_padding`` (pixels), ``inpainting_mask_weight`` (0..1, inpainting
+    models' conditioning mask weight). ``hires``: txt2img hires fix; ``refiner``: SDXL refiner.
     """
 
     prompt: str = ""
@@ -71,10 +114,37 @@ class GenerationRequest:
     original_size: tuple[int, int] | None = None
     target_size: tuple[int, int] | None = None
     crops_coords_top_left: tuple[int, int] = (0, 0)
+    init_images: tuple[Image, ...] = ()
+    denoising_strength: float = 0.75
+    resize_mode: str = "Just resize"
+    initial_noise_multiplier: float = 1.0
+    img2img_fix_steps: bool = False
+    mask: Image | None = None
+    mask_from_alpha: bool = False
+    mask_blur: int = 4
+    inpainting_mask_invert: bool = False
+    inpainting_fill: str = "original"
+    inpaint_area: str = "Whole picture"
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_weight: float = 1.0
+    hires: HiresFix | None = None
+    refiner: RefinerSpec | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.loras, tuple):
             object.__setattr__(self, "loras", tuple(self.loras))
+        if not isinstance(self.init_images, tuple):
+            object.__setattr__(self, "init_images", tuple(self.init_images))
+
+    @property
+    def is_img2img(self) -> bool:
+        """True when init images are given."""
+        return bool(self.init_images)
+
+    @property
+    def is_inpaint(self) -> bool:
+        """True when a mask is given (or taken from the init image's alpha)."""
+        return self.mask is not None or self.mask_from_alpha
 
     def replace(self, **changes: Any) -> GenerationRequest:
         """A copy with ``changes`` applied (unknown names raise TypeError)."""

@@ -1,122 +1,50 @@
-"""The txt2img pass: planned request + loaded model -> images with seeds and infotext (A1111 processing)."""
+"""The txt2img pass: planned request + loaded model -> images with seeds and infotext (A1111 processing).
+
+With ``plan.hires`` the first pass is followed by the hires second pass (:mod:`sdlab.pipeline.hires`);
+with ``run.refiner`` the SDXL refiner is switched in during the last pass (:mod:`sdlab.pipeline.refiner`).
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
 from sdlab.infotext import InfotextSettings, create_infotext, infotext_params
 from sdlab.models.load import LoadedModel
-from sdlab.pipeline.conditioning import BatchCache, ScheduledConditioning, encode_plan
 from sdlab.pipeline.decode import decode_batch
+from sdlab.pipeline.hires import encode_upscaled, hires_infotext, upscale_images, upscale_latent
+from sdlab.pipeline.images import builtin_upscale, encode_signed
 from sdlab.pipeline.plan import Plan
-from sdlab.pipeline.unet import UNetCall
-from sdlab.prompt.encode import EncodeOptions, TextConditioner
-from sdlab.prompt.plan import PromptPlan
-from sdlab.rng import ImageRNG, randn_local
-from sdlab.samplers.denoiser import (
-    CFGDenoiser,
-    CFGEpsModel,
-    CompVisDenoiser,
-    CompVisVDenoiser,
-    GuidanceCore,
-    TimestepEpsDenoiser,
-    TimestepVDenoiser,
+from sdlab.pipeline.refiner import RefinerHook, refiner_infotext
+from sdlab.pipeline.sampling import (
+    BatchInputs,
+    PassSpec,
+    RunContext,
+    TextCache,
+    Txt2ImgRun,
+    noise_source,
+    sample_pass,
+    time_ids,
 )
-from sdlab.samplers.driver import SamplingJob, run_sampling
-from sdlab.samplers.registry import SamplerEntry, resolve_sampler, sampler_timesteps, schedule_infotext, schedule_sigmas
-from sdlab.samplers.sigma_model import SigmaModel
-from sdlab.samplers.types import StepInfo
-from sdlab.types import GeneratedImage, ProgressCallback, ProgressEvent
+from sdlab.prompt.plan import PromptPlan
+from sdlab.samplers.registry import SamplerEntry, resolve_sampler, schedule_infotext
+from sdlab.types import GeneratedImage
+
+__all__ = ["RunContext", "TextCache", "Txt2ImgRun", "noise_source", "txt2img", "sampler_infotext",
+           "sdxl_time_ids", "txt2img_image_conditioning"]
 
 VERSION_TAG = "sdlab-0.1.0"
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """Progress callback (per sampler step) and a cancel event polled before every model call."""
-
-    progress: ProgressCallback | None = None
-    cancel: threading.Event | None = None
-
-
-@dataclass
-class TextCache:
-    """Encoded text batches of one model for fixed encode options, keyed by (texts, negative)."""
-
-    options: EncodeOptions
-    entries: BatchCache = field(default_factory=dict)
-
-
-def noise_source(request_rng: str, device: torch.device) -> str:
-    """A1111's "GPU" source draws on the compute device; on a CPU device that is the CPU generator."""
-    return "CPU" if request_rng == "GPU" and device.type == "cpu" else request_rng
-
-
-def _inner(entry: SamplerEntry, model: LoadedModel, unet: UNetCall, sigmas: SigmaModel) -> Callable:
-    v = model.prediction_type == "v_prediction"
-    if entry.kind == "timestep":
-        return TimestepVDenoiser(unet, model.alphas_cumprod) if v else TimestepEpsDenoiser(unet)
-    if entry.kind == "lcm":
-        from sdlab.samplers.lcm import LCMDenoiser  # noqa: PLC0415 - only for LCM
-
-        return LCMDenoiser.from_alphas_cumprod(unet, model.alphas_cumprod)
-    return CompVisVDenoiser(unet, sigmas) if v else CompVisDenoiser(unet, sigmas)
-
-
-def _schedule(plan: Plan, entry: SamplerEntry, sigmas: SigmaModel, family: str) -> Tensor:
-    r = plan.request
-    if entry.kind == "timestep":
-        return sampler_timesteps(entry.name, r.steps)
-    return schedule_sigmas(entry, plan.schedule, r.steps, sigmas, sigma_min=r.sigma_min, sigma_max=r.sigma_max,
-                           rho=r.rho, family=family)
-
-
-def _options(plan: Plan) -> dict[str, object]:
-    r = plan.request
-    return {"eta": r.eta, "s_churn": r.s_churn or None, "s_tmin": r.s_tmin or None, "s_noise": None if r.s_noise == 1.0 else r.s_noise}
-
-
-def _progress(ctx: RunContext, plan: Plan, iteration: int) -> Callable[[StepInfo], None] | None:
-    if ctx.progress is None:
-        return None
-    steps, n_iter, report = plan.request.steps, plan.request.n_iter, ctx.progress
-
-    def callback(info: StepInfo) -> None:
-        report(ProgressEvent(min(info.i + 1, steps), steps, iteration, n_iter, float(info.sigma)))
-
-    return callback
-
-
 def sdxl_time_ids(plan: Plan) -> Tensor:
     """SDXL micro-conditioning ``[1, 6]``: original size, crop top-left, target size, each (height, width)."""
-    r = plan.request
-    original = r.original_size or (plan.width, plan.height)
-    target = r.target_size or (plan.width, plan.height)
-    top, left = r.crops_coords_top_left
-    return torch.tensor([[original[1], original[0], top, left, target[1], target[0]]], dtype=torch.float32)
+    return time_ids(plan.request, plan.width, plan.height)
 
 
-@dataclass(frozen=True)
-class Txt2ImgRun:
-    """Everything a txt2img run needs besides the plan."""
-
-    model: LoadedModel
-    model_name: str
-    conditioner: TextConditioner
-    cache: TextCache
-    device: torch.device
-    dtype: torch.dtype
-    extra_params: Mapping[str, object] = field(default_factory=dict)
-
-
-def txt2img_image_conditioning(model: LoadedModel, plan: Plan, device: torch.device) -> Tensor | None:
+def grey_conditioning(model: LoadedModel, width: int, height: int, device: torch.device) -> Tensor | None:
     """Extra UNet input channels for txt2img (A1111 ``txt2img_image_conditioning``), or None.
 
     Inpainting UNets (9 channels) get a full mask (1 channel, all ones) plus the latent of a mid-grey
@@ -126,44 +54,91 @@ def txt2img_image_conditioning(model: LoadedModel, plan: Plan, device: torch.dev
     extra = int(model.unet.config.in_channels) - model.latent_channels
     if extra <= 0:
         return None
-    vae = model.vae
-    dtype = next(vae.parameters()).dtype
-    grey = torch.zeros(1, 3, plan.height, plan.width, device=device, dtype=dtype)  # 0.5 in [0, 1] is 0 in [-1, 1]
-    with torch.inference_mode():
-        latent = vae.encode(grey).latent_dist.mean.float() * model.latent_scaling_factor
+    grey = torch.zeros(1, 3, height, width, device=device)  # 0.5 in [0, 1] is 0 in [-1, 1]
+    latent = encode_signed(model.vae, grey, model.latent_scaling_factor)
     mask = torch.ones_like(latent[:, :1])
     return torch.cat([mask, latent], dim=1) if extra == model.latent_channels + 1 else latent
 
 
-def _conditioning(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan) -> ScheduledConditioning:
-    encoded = encode_plan(prompts, run.conditioner, run.cache.options, run.cache.entries)
-    extra = {"time_ids": sdxl_time_ids(plan).to(run.device)} if run.model.family == "sdxl" else {}
-    return ScheduledConditioning(prompts, encoded, plan.request.batch_size, extra, extra)
+def txt2img_image_conditioning(model: LoadedModel, plan: Plan, device: torch.device) -> Tensor | None:
+    """:func:`grey_conditioning` at the plan's size."""
+    return grey_conditioning(model, plan.width, plan.height, device)
 
 
-def _sample_batch(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, iteration: int, ctx: RunContext) -> Tensor:
+def first_pass_spec(plan: Plan) -> PassSpec:
+    """The txt2img pass of ``plan``."""
     r = plan.request
-    entry, _ = resolve_sampler(plan.sampler, plan.schedule)
-    sigma_model = SigmaModel.from_alphas_cumprod(run.model.alphas_cumprod)
+    return PassSpec(plan.sampler, plan.schedule, r.steps, plan.prompts, plan.width, plan.height, plan.latent_shape)
+
+
+def _refiner_hook(run: Txt2ImgRun, plan: Plan, spec: PassSpec, batch: int) -> RefinerHook | None:
+    r = plan.request
+    if run.refiner is None or r.refiner is None:
+        return None
+    return RefinerHook(run.refiner, r, spec, batch, r.refiner.switch_at)
+
+
+def _hires_inputs(run: Txt2ImgRun, plan: Plan, latents: Tensor, iteration: int) -> tuple[Tensor, Tensor | None]:
+    """The upscaled latent and the extra UNet channels of the second pass (A1111 ``sample_hr_pass``)."""
+    hires = plan.hires
+    assert hires is not None
+    model, f = run.model, run.model.vae_scale_factor
+    weight = plan.request.inpainting_mask_weight
+    extra = int(model.unet.config.in_channels) - model.latent_channels
+    if hires.latent_mode is not None:
+        up = upscale_latent(latents, hires.latent_mode, hires.target, f)
+        if extra > 0 and weight < 1.0:
+            from sdlab.pipeline.img2img import image_conditioning  # noqa: PLC0415 - avoids an import cycle
+
+            decoded = torch.stack([_decode_signed(model, lat) for lat in up])
+            return up, image_conditioning(model, decoded, None, weight, run.device)
+        return up, grey_conditioning(model, hires.width, hires.height, run.device)
+    images = decode_batch(model.vae, latents, model.latent_scaling_factor)
+    upscaled = upscale_images(images, hires.upscaler, hires.target, builtin_upscale)
+    up = encode_upscaled(model.vae, upscaled, model.latent_scaling_factor, hires.target)
+    if extra > 0:
+        from sdlab.pipeline.images import to_tensor  # noqa: PLC0415
+        from sdlab.pipeline.img2img import image_conditioning  # noqa: PLC0415 - avoids an import cycle
+
+        # A1111 hands the [0, 1] pixels (not 2x - 1) to the inpainting conditioning here
+        return up, image_conditioning(model, to_tensor(upscaled), None, weight, run.device)
+    return up, None
+
+
+def _decode_signed(model: LoadedModel, latent: Tensor) -> Tensor:
+    dtype = next(model.vae.parameters()).dtype
+    with torch.inference_mode():
+        return model.vae.decode((latent[None] / model.latent_scaling_factor).to(dtype), return_dict=False)[0][0].float()
+
+
+def hires_spec(plan: Plan) -> PassSpec:
+    """The second pass of ``plan.hires``."""
+    hires = plan.hires
+    assert hires is not None
+    return PassSpec(hires.sampler, hires.schedule, hires.steps, hires.prompts, hires.width, hires.height,
+                    hires.latent_shape, denoising_strength=hires.spec.denoising_strength,
+                    fix_steps=plan.request.img2img_fix_steps)
+
+
+def _sample_batch(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, iteration: int, ctx: RunContext,
+                  hooks: list[RefinerHook] | None = None) -> Tensor:
+    """First pass (and hires second pass) of one batch; refiner hooks are appended to ``hooks``."""
+    r = plan.request
     seeds, subseeds = plan.batch_seeds(iteration)
-    source = noise_source(r.rng, run.device)
-    rng = ImageRNG(plan.latent_shape, seeds, subseeds=subseeds, subseed_strength=r.subseed_strength,
-                   seed_resize_from_w=r.seed_resize_from_w, seed_resize_from_h=r.seed_resize_from_h,
-                   scale_factor=run.model.vae_scale_factor, source=source, ensd=r.eta_noise_seed_delta,
-                   device=run.device)
-    cond = _conditioning(run, plan, prompts)
+    spec = replace(first_pass_spec(plan), prompts=prompts)
     concat = txt2img_image_conditioning(run.model, plan, run.device)
-    core = GuidanceCore(_inner(entry, run.model, UNetCall(run.model.unet, run.dtype, concat), sigma_model),
-                        cond.cond_at, cond.uncond_at, r.cfg_scale)
-    guided = CFGEpsModel(core) if entry.kind == "timestep" else CFGDenoiser(core)
-    job = SamplingJob(entry=entry, schedule=_schedule(plan, entry, sigma_model, run.model.family), steps=r.steps,
-                      model_sigma_range=(float(sigma_model.sigma_min), float(sigma_model.sigma_max)),
-                      alphas_cumprod=run.model.alphas_cumprod, seeds=tuple(seeds), options=_options(plan))
-    noise = rng.next()
-    cancel = ctx.cancel.is_set if ctx.cancel is not None else None
-    local = None if source == "CPU" else partial(randn_local, source)
-    return run_sampling(job, guided, noise, rng.next, callback=_progress(ctx, plan, iteration), cancel=cancel,
-                        randn_local=local)
+    hook = None if plan.hires is not None else _refiner_hook(run, plan, spec, len(seeds))
+    latents = sample_pass(run, r, spec, seeds, subseeds, iteration, ctx, BatchInputs(concat=concat),
+                          None if hook is None else hook.wrap)
+    if plan.hires is not None:
+        up, concat = _hires_inputs(run, plan, latents, iteration)
+        spec = hires_spec(plan)
+        hook = _refiner_hook(run, plan, spec, len(seeds))
+        latents = sample_pass(run, r, spec, seeds, subseeds, iteration, ctx, BatchInputs(init_latent=up, concat=concat),
+                              None if hook is None else hook.wrap)
+    if hook is not None and hooks is not None:
+        hooks.append(hook)
+    return latents
 
 
 #: sampler option -> (A1111 infotext key, value A1111 leaves unwritten)
@@ -191,11 +166,35 @@ def sampler_infotext(entry: SamplerEntry, plan: Plan) -> dict[str, object]:
     return params
 
 
-def _infotext(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, seed: int, subseed: int) -> str:
+def _label(entry: SamplerEntry, schedule: str) -> str | None:
+    return schedule_infotext(entry, schedule).get("Schedule type")
+
+
+def pass_extra(run: Txt2ImgRun, plan: Plan, refined: bool) -> dict[str, object]:
+    """``extra_generation_params`` of a txt2img request in A1111's insertion order: hires keys (set at
+    init), the run's keys (emphasis, networks), the sampler's, then the refiner's (set while sampling)."""
+    entry, _ = resolve_sampler(plan.sampler, plan.schedule)
+    extra: dict[str, object] = {}
+    if plan.hires is not None:
+        hr_entry, _ = resolve_sampler(plan.hires.sampler, plan.hires.schedule)
+        extra.update(hires_infotext(plan, plan.hires, _label(entry, plan.schedule), _label(hr_entry, plan.hires.schedule)))
+    extra.update(run.extra_params)
+    extra.update(sampler_infotext(entry, plan))
+    if refined and run.refiner is not None and plan.request.refiner is not None:
+        extra.update(refiner_infotext(run.refiner, plan.request.refiner.switch_at))
+    return extra
+
+
+def conditional_mask_weight(model: LoadedModel, weight: float) -> float | None:
+    """A1111 writes ``Conditional mask weight`` for inpainting-conditioned (9-channel) models only."""
+    return weight if int(model.unet.config.in_channels) == model.latent_channels * 2 + 1 else None
+
+
+def _infotext(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, seed: int, subseed: int,
+              extra: dict[str, object] | None = None) -> str:
     r = plan.request
     entry, _ = resolve_sampler(plan.sampler, plan.schedule)
-    extra = dict(run.extra_params)
-    extra.update(sampler_infotext(entry, plan))
+    extra = dict(pass_extra(run, plan, False) if extra is None else extra)
     hashes = run.model.hashes
     settings = InfotextSettings(
         steps=r.steps, sampler_name=entry.name, cfg_scale=r.cfg_scale, seed=seed, width=plan.width, height=plan.height,
@@ -203,6 +202,7 @@ def _infotext(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, seed: int, subse
         model_hash=None if hashes is None else hashes.short, model_name=run.model_name,
         subseed=subseed, subseed_strength=r.subseed_strength,
         seed_resize_from=(r.seed_resize_from_w, r.seed_resize_from_h) if r.seed_resize_from_w > 0 else (-1, -1),
+        conditional_mask_weight=conditional_mask_weight(run.model, r.inpainting_mask_weight),
         clip_skip=r.clip_skip, ensd=r.eta_noise_seed_delta, eta=r.eta, rng=r.rng,
         extra=tuple(extra.items()), version=VERSION_TAG,
     )
@@ -217,13 +217,17 @@ def txt2img(run: Txt2ImgRun, plan: Plan, ctx: RunContext) -> tuple[list[Generate
     timings = {"sampling": 0.0, "decode": 0.0}
     for iteration in range(r.n_iter):
         start = time.perf_counter()
-        latents = _sample_batch(run, plan, prompts, iteration, ctx)
+        hooks: list[RefinerHook] = []
+        latents = _sample_batch(run, plan, prompts, iteration, ctx, hooks)
+        refined = any(h.switched for h in hooks)
         mid = time.perf_counter()
-        pictures = decode_batch(run.model.vae, latents, run.model.latent_scaling_factor)
+        model = run.refiner.model if refined and run.refiner is not None else run.model
+        pictures = decode_batch(model.vae, latents, model.latent_scaling_factor)
         timings["sampling"] += mid - start
         timings["decode"] += time.perf_counter() - mid
         seeds, subseeds = plan.batch_seeds(iteration)
+        extra = pass_extra(run, plan, refined)
         for pic, seed, subseed in zip(pictures, seeds, subseeds):
-            text = _infotext(run, plan, prompts, seed, subseed)
+            text = _infotext(run, plan, prompts, seed, subseed, extra)
             images.append(GeneratedImage(pic, seed, subseed, text, len(images)))
     return images, timings
