@@ -157,3 +157,13 @@ def test_codeformer_random_weights_with_consent(tmp_path: Path) -> None:
     crop = np.asarray(_image(512, 512))
     strong, faithful = restorer.restore_crop(crop, 0.0), restorer.restore_crop(crop, 1.0)
     assert strong.shape == (512, 512, 3) and not np.array_equal(strong, faithful)  # the weight reaches the net
+
+
+def test_cli_restore_faces_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sdlab.cli.main import main
+
+    src = tmp_path / "in.png"
+    _image(32, 32).save(src)
+    base = ["--models-dir", str(tmp_path), "--device", "cpu", "restore-faces", str(src), "--out", str(tmp_path / "o")]
+    assert main(base) == 2 and "no GFPGAN model" in capsys.readouterr().err
+    assert main(base + ["--restorer", "CodeFormer"]) == 2 and "--allow-noncommercial" in capsys.readouterr().err

@@ -78,7 +78,31 @@ def _run_upscalers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_restore(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image file(s) with faces")
+    p.add_argument("--restorer", default="GFPGAN", choices=("GFPGAN", "CodeFormer"), help="face restorer (default GFPGAN)")
+    p.add_argument("--model", default=None, help="model file name in GFPGAN/ or Codeformer/ (default: the only or A1111's default file)")
+    p.add_argument("--visibility", type=float, default=1.0, help="blend of restored over original, 0..1 (default 1)")
+    p.add_argument("--weight", type=float, default=0.5, help="CodeFormer fidelity weight, 0 (strongest) .. 1 (default 0.5)")
+    p.add_argument("--allow-noncommercial", action="store_true", help="accept CodeFormer's non-commercial licence (needs spandrel_extra_arches)")
+    p.add_argument("--out", type=Path, default=Path("outputs/extras"), help="output folder (default: outputs/extras)")
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    from sdlab.post.face import load_face_restorer, restore_faces
+    from sdlab.post.images import load_image
+
+    engine = make_engine(args)
+    restorer = load_face_restorer(args.restorer, engine.models_dir, model=args.model, device=engine.device,
+                                  dtype=engine.dtype, allow_noncommercial=args.allow_noncommercial)  # fmt: skip
+    for path in args.images:
+        out = restore_faces(load_image(path), restorer, visibility=args.visibility, weight=args.weight)
+        _save(out, args.out, f"{path.stem}-{restorer.kind.name}")
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("upscale", "upscale images with Lanczos, Nearest or a model upscaler (A1111 extras)", _add_upscale, _run_upscale),
     Command("upscalers", "list the upscalers: built-ins and model files in the models folder", _add_upscalers, _run_upscalers),
+    Command("restore-faces", "restore faces with GFPGAN or CodeFormer (A1111 extras visibility/weight)", _add_restore, _run_restore),
 )
