@@ -55,14 +55,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise UnsupportedModelError(f"{p}: not a file")
     suffix = p.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        return dict(open_state_dict(p))
-    if suffix not in PICKLE_SUFFIXES:
+        obj: Any = dict(open_state_dict(p))
+    elif suffix in PICKLE_SUFFIXES:
+        obj = _load_pickle(p)
+    else:
         known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)
         raise UnsupportedModelError(f"{p}: unknown model file type {suffix!r}; expected one of {known}")
-    obj = _load_pickle(p)
     if not isinstance(obj, Mapping):
         raise UnsupportedModelError(f"{p}: expected a state dict (a mapping of tensors), found {type(obj).__name__}")
-    canonical = import_spandrel().canonicalize_state_dict(dict(obj))
+    canonical = import_spandrel().canonicalize_state_dict(dict(obj))  # also drops "module." / "netG." prefixes
     return _tensors_only(canonical, p)
 
 

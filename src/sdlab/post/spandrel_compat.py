@@ -124,31 +124,31 @@ def import_spandrel() -> ModuleType:
     loaded = sys.modules.get("spandrel")
     if loaded is not None:
         return loaded
+    return _guarded_import("spandrel", f"model upscalers and face restorers need it; {INSTALL_HINT}")
+
+
+def _guarded_import(name: str, missing_hint: str) -> ModuleType:
+    """Import ``name`` with the stand-in when needed; sdlab errors for a missing package or a broken torchvision."""
     with _IMPORT_LOCK:
         try:
             if real_torchvision_installed():
-                return importlib.import_module("spandrel")
+                return importlib.import_module(name)
             with torchvision_stand_in():
-                return importlib.import_module("spandrel")
+                return importlib.import_module(name)
         except ModuleNotFoundError as exc:
+            raise UnsupportedModelError(f"the package {exc.name!r} is not installed: {missing_hint}") from None
+        except (RuntimeError, OSError, ImportError) as exc:
             raise UnsupportedModelError(
-                f"model upscalers and face restorers need the package {exc.name!r}, which is not installed; "
-                f"{INSTALL_HINT}"
+                f"importing {name} failed inside the installed torchvision, which does not work with this torch "
+                f"({type(exc).__name__}: {str(exc)[:200]}); sdlab does not need torchvision: pip uninstall torchvision"
             ) from None
 
 
 def import_extra_arches() -> ModuleType:
     """``spandrel_extra_arches`` (non-commercial licences: CodeFormer...), imported like spandrel."""
     import_spandrel()
-    with _IMPORT_LOCK:
-        try:
-            if real_torchvision_installed():
-                return importlib.import_module("spandrel_extra_arches")
-            with torchvision_stand_in():
-                return importlib.import_module("spandrel_extra_arches")
-        except ModuleNotFoundError as exc:
-            raise UnsupportedModelError(
-                f"CodeFormer needs the optional package {exc.name!r} (its architectures are under "
-                "non-commercial licences, not sdlab's Apache-2.0); if its licence suits you, install it with: "
-                "pip install --no-deps spandrel_extra_arches==0.2.0"
-            ) from None
+    return _guarded_import(
+        "spandrel_extra_arches",
+        "CodeFormer's architecture is in this optional package, under non-commercial licences (not sdlab's "
+        "Apache-2.0); if its licence suits you, install it with: pip install --no-deps spandrel_extra_arches==0.2.0",
+    )
