@@ -77,7 +77,7 @@ def test_grid_starts_spread_and_flush() -> None:
     assert grid_starts(32, 32, 8) == [0]
     starts = grid_starts(1000, 192, 8)
     assert starts[0] == 0 and starts[-1] == 1000 - 192
-    assert all(b - a <= 192 - 8 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= 192 - 8 for a, b in zip(starts, starts[1:], strict=False))
     assert average_starts(64, 32, 24) == [0, 24, 32]
 
 

@@ -22,8 +22,6 @@ from sdlab.errors import UnsupportedModelError
 from sdlab.models.files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, open_state_dict
 from sdlab.post.spandrel_compat import import_extra_arches, import_spandrel
 
-MAX_WRAP_DEPTH = 3
-
 
 def _load_pickle(path: Path) -> Any:
     try:

@@ -89,7 +89,7 @@ def stand_in_modules() -> dict[str, ModuleType]:
     functional = _module(STAND_IN_MODULES[2], normalize=normalize, rotate=rotate, InterpolationMode=InterpolationMode)
     transforms = _module(STAND_IN_MODULES[1], functional=functional, InterpolationMode=InterpolationMode)
     root = _module(STAND_IN_MODULES[0], transforms=transforms, __version__="0+sdlab.stand.in")
-    return dict(zip(STAND_IN_MODULES, (root, transforms, functional)))
+    return dict(zip(STAND_IN_MODULES, (root, transforms, functional), strict=True))
 
 
 @contextmanager
