@@ -129,7 +129,7 @@ class Engine:
         self.hashes = HashCache()
         self._models: OrderedDict[_ModelKey, _ModelState] = OrderedDict()
         self._tokenizers: dict[str, ClipTokenizer] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # -- models ---------------------------------------------------------------------------------
     def checkpoint_path(self, name: str | None) -> Path:
