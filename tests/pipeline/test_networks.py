@@ -110,3 +110,15 @@ def test_renamed_lora_is_found_again_by_hash(net_engine: Engine, tmp_path: Path)
     request = net_engine.request_from_infotext(text)
     assert "<lora:tinylora:1>" in request.prompt
     assert np.array_equal(px(net_engine.generate(request)), px(first))
+
+
+def test_cli_lists_loras_and_embeddings(net_engine: Engine, capsys) -> None:
+    from sdlab.cli.main import main
+
+    root = str(net_engine.models_dir.root)
+    assert main(["--models-dir", root, "loras"]) == 0
+    out = capsys.readouterr().out
+    assert "tinylora [" in out and "lora" in out and "rank 4" in out  # a 64-wide tiny LoRA has no standard family
+    assert main(["--models-dir", root, "embeddings", "--json"]) == 0
+    (info,) = __import__("json").loads(capsys.readouterr().out)
+    assert info["name"] == "zorblax" and info["vectors"] == 2 and info["widths"] == [64]

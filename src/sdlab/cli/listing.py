@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dataclasses import asdict
+
 from sdlab.cli.common import Command, make_engine
 from sdlab.models.listing import CheckpointInfo
 
@@ -74,7 +76,43 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain(info: object) -> dict[str, object]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(info).items()}  # type: ignore[call-overload]
+
+
+def _run_loras(args: argparse.Namespace) -> int:
+    from sdlab.models.adapters.catalog import list_loras
+
+    infos = list_loras(make_engine(args).models_dir.root)
+    if args.json:
+        print(json.dumps([_plain(i) for i in infos], indent=2))
+        return 0
+    for i in infos:
+        what = f"unreadable: {i.error}" if i.error else f"{'/'.join(i.types)} {i.family or '?'} rank {i.rank or '?'}"
+        print(f"{i.name} [{i.hash[:12]}]  {what}  {i.path}")
+    if not infos:
+        print("no LoRA / LyCORIS files in the models folder's Lora/ or LyCORIS/")
+    return 0
+
+
+def _run_embeddings(args: argparse.Namespace) -> int:
+    from sdlab.models.adapters.catalog import list_embeddings
+
+    infos = list_embeddings(make_engine(args).models_dir.root)
+    if args.json:
+        print(json.dumps([_plain(i) for i in infos], indent=2))
+        return 0
+    for i in infos:
+        what = f"unreadable: {i.error}" if i.error else f"{i.vectors} vector(s) {'/'.join(map(str, i.widths))} wide, {i.family or '?'}"
+        print(f"{i.name} [{i.hash[:12]}]  {what}  {i.path}")
+    if not infos:
+        print("no embeddings in the models folder's embeddings/")
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("models", "list the checkpoints in the models folder with family and hash", _add_models, _run_models),
     Command("info", "print the generation parameters stored in an image", _add_info, _run_info),
+    Command("loras", "list LoRA / LyCORIS files with type, base family, rank and hash", _add_models, _run_loras),
+    Command("embeddings", "list textual-inversion embeddings with vectors, family and hash", _add_models, _run_embeddings),
 )
