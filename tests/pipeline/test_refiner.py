@@ -67,3 +67,12 @@ def test_with_hires_the_refiner_runs_in_the_second_pass_only(xl_engine: Engine) 
 def test_unknown_refiner_is_an_error(xl_engine: Engine) -> None:
     with pytest.raises(ModelNotFoundError):
         xl_engine.generate(BASE.replace(refiner=RefinerSpec("no-such-refiner", 0.5)))
+
+
+def test_refiner_in_img2img(xl_engine: Engine) -> None:
+    init = xl_engine.generate(BASE).images[0].image
+    request = BASE.replace(init_images=(init,), denoising_strength=0.8)
+    plain = xl_engine.generate(request)
+    refined = xl_engine.generate(request.replace(refiner=RefinerSpec("tiny-refiner", 0.0)))
+    assert not np.array_equal(pixels(plain), pixels(refined))
+    assert parse_infotext(refined.images[0].infotext)["Refiner switch at"] == "0.0"

@@ -46,6 +46,7 @@ from sdlab.pipeline.inpaint import (
     process_mask,
 )
 from sdlab.pipeline.plan import Plan
+from sdlab.pipeline.refiner import RefinerHook, refiner_infotext
 from sdlab.pipeline.sampling import BatchInputs, PassSpec, RunContext, Txt2ImgRun, image_rng, sample_pass
 from sdlab.pipeline.txt2img import _infotext, sampler_infotext
 from sdlab.samplers.registry import resolve_sampler
@@ -208,14 +209,21 @@ def img2img(run: Txt2ImgRun, plan: Plan, ctx: RunContext) -> tuple[list[Generate
         seeds, subseeds = plan.batch_seeds(iteration)
         start = time.perf_counter()
         batch = BatchInputs(inputs.init_latent[: len(seeds)], inputs.repaint, inputs.concat)
-        latents = sample_pass(run, r, spec, seeds, subseeds, iteration, ctx, batch)
+        hook = None
+        if run.refiner is not None and r.refiner is not None:
+            hook = RefinerHook(run.refiner, r, spec, len(seeds), r.refiner.switch_at)
+        latents = sample_pass(run, r, spec, seeds, subseeds, iteration, ctx, batch, None if hook is None else hook.wrap)
         mid = time.perf_counter()
-        pictures = decode_batch(run.model.vae, latents, run.model.latent_scaling_factor)
+        model = run.refiner.model if hook is not None and hook.switched and run.refiner is not None else run.model
+        pictures = decode_batch(model.vae, latents, model.latent_scaling_factor)
+        texts_extra = extra
+        if hook is not None and hook.switched and run.refiner is not None and r.refiner is not None:
+            texts_extra = {**extra, **refiner_infotext(run.refiner, r.refiner.switch_at)}
         if inputs.overlays:
             pictures = [apply_overlay(pic, inputs.overlays[k], inputs.paste_to) for k, pic in enumerate(pictures)]
         timings["sampling"] += mid - start
         timings["decode"] += time.perf_counter() - mid
         for pic, seed, subseed in zip(pictures, seeds, subseeds):
-            text = _infotext(run, plan, plan.prompts, seed, subseed, extra)
+            text = _infotext(run, plan, plan.prompts, seed, subseed, texts_extra)
             images.append(GeneratedImage(pic, seed, subseed, text, len(images)))
     return images, timings
