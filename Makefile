@@ -13,6 +13,9 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.lock
+	# spandrel declares torchvision, whose PyPI wheel is a CUDA build that breaks CPU torch: install it
+	# without dependencies; sdlab.post.spandrel_compat supplies the few names it imports (see README).
+	$(BIN)/python -m pip install -q --no-deps spandrel==0.4.2
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 

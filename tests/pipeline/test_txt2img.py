@@ -123,3 +123,27 @@ def test_sampler_settings_are_written_and_read_back(engine: Engine) -> None:
     assert (again.s_churn, again.s_noise, again.sigma_max, again.rho) == (0.5, 1.003, 10.0, 5.0)
     eta_text = engine.generate(BASE.replace(eta=0.5)).images[0].infotext
     assert parse_infotext(eta_text)["Eta"] == "0.5" and engine.request_from_infotext(eta_text).eta == 0.5
+
+
+CIVITAI = (
+    "(masterpiece:1.2), best quality, ultra-detailed, (photorealistic:1.37), 1girl, solo, long hair, "
+    "[blue|red] eyes, looking at viewer, (detailed face:1.1), [smile:grin:0.4], ((intricate details)), "
+    "cinematic lighting, volumetric fog, depth of field, bokeh, 8k uhd, dslr, film grain, fujifilm xt3 BREAK "
+    "city street at night, neon signs, rain, reflections on wet asphalt, crowd in the background, "
+    "(umbrella:0.8), [[lens flare]], \\(parentheses\\) kept literal, wide shot, from below, dynamic pose, "
+    "wind, flowing dress, sparkles, glowing particles, fantasy, high contrast, vivid colors, sharp focus, "
+    "trending on artstation, award winning photograph, hyperdetailed skin texture, subsurface scattering, "
+    "rim light, soft shadows, golden hour, backlighting, lens 85mm, f1.8, iso 100, shallow depth of field, "
+    "smooth gradients, perfect anatomy, highly detailed background, architecture, skyscrapers, reflections"
+)
+
+
+@pytest.mark.parametrize("model", ["tiny-sd1", "tiny-sdxl"])
+def test_long_civitai_prompt_with_weights_break_and_editing(engine: Engine, model: str) -> None:
+    request = BASE.replace(model=model, prompt=CIVITAI, negative_prompt="(worst quality:1.4), lowres, bad hands")
+    plan = engine.load(model) and __import__("sdlab.prompt.plan", fromlist=["plan_prompts"]).plan_prompts(
+        CIVITAI, "", 3)
+    assert len(plan.distinct_texts) >= 3  # alternation and editing give several texts
+    result = engine.generate(request)
+    assert np.asarray(result.images[0].image).std() > 0
+    assert parse_infotext(result.images[0].infotext)["Prompt"] == CIVITAI
