@@ -10,6 +10,7 @@ import pytest
 from sdlab.engine import Engine
 from sdlab.errors import CancelledError, InvalidRequestError, ModelNotFoundError
 from sdlab.infotext import parse_infotext
+from sdlab.prompt.plan import plan_prompts
 from sdlab.types import GenerationRequest, ProgressEvent
 
 BASE = GenerationRequest(prompt="a red circle", negative_prompt="blurry", width=64, height=64, steps=3,
@@ -141,8 +142,7 @@ CIVITAI = (
 @pytest.mark.parametrize("model", ["tiny-sd1", "tiny-sdxl"])
 def test_long_civitai_prompt_with_weights_break_and_editing(engine: Engine, model: str) -> None:
     request = BASE.replace(model=model, prompt=CIVITAI, negative_prompt="(worst quality:1.4), lowres, bad hands")
-    plan = engine.load(model) and __import__("sdlab.prompt.plan", fromlist=["plan_prompts"]).plan_prompts(
-        CIVITAI, "", 3)
+    plan = plan_prompts(CIVITAI, "", 3)
     assert len(plan.distinct_texts) >= 3  # alternation and editing give several texts
     result = engine.generate(request)
     assert np.asarray(result.images[0].image).std() > 0
