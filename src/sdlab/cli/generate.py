@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sdlab.cli.common import Command, make_engine
-from sdlab.types import GenerationRequest, ProgressEvent
+from sdlab.types import GenerationRequest, HiresFix, ProgressEvent, RefinerSpec
 
 #: CLI option -> request field. Options left unset keep the request's (or the infotext's) value.
 _OPTION_FIELDS: tuple[tuple[str, str], ...] = (
@@ -36,11 +37,44 @@ _OPTION_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: --hires-* option -> HiresFix field
+_HIRES_FIELDS: tuple[tuple[str, str], ...] = (
+    ("hires_scale", "scale"), ("hires_upscaler", "upscaler"), ("hires_steps", "second_pass_steps"),
+    ("hires_denoise", "denoising_strength"), ("hires_prompt", "prompt"), ("hires_negative", "negative_prompt"),
+    ("hires_sampler", "sampler"), ("hires_schedule_type", "schedule_type"), ("hires_resize_x", "resize_x"),
+    ("hires_resize_y", "resize_y"),
+)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare txt2img's options; every default is None so that unset options can be told apart."""
     p.add_argument("prompt", nargs="?", default=None, help="the prompt (A1111 syntax); optional with --from")
-    p.add_argument("-n", "--negative", help="negative prompt")
     p.add_argument("--from", dest="from_image", type=Path, help="regenerate from this image's infotext")
+    add_common_arguments(p)
+    h = p.add_argument_group("hires fix (a second pass at a larger size; any --hires-* option enables it)")
+    h.add_argument("--hires", action="store_true", help="enable hires fix with A1111's defaults (2x, Latent, 0.7)")
+    h.add_argument("--hires-scale", type=float, help="upscale factor (default 2)")
+    h.add_argument("--hires-upscaler", help='"Latent", "Latent (bicubic)", ..., "Lanczos", "Nearest"')
+    h.add_argument("--hires-steps", type=int, help="second-pass steps (0 = same as --steps)")
+    h.add_argument("--hires-denoise", type=float, help="second-pass denoising strength, 0..1 (default 0.7)")
+    h.add_argument("--hires-prompt", help="second-pass prompt (default: the prompt)")
+    h.add_argument("--hires-negative", help="second-pass negative prompt")
+    h.add_argument("--hires-sampler", help="second-pass sampler (default: the same)")
+    h.add_argument("--hires-schedule-type", help="second-pass schedule type (default: the same)")
+    h.add_argument("--hires-resize-x", type=int, help="resize width in pixels instead of a scale")
+    h.add_argument("--hires-resize-y", type=int, help="resize height in pixels instead of a scale")
+
+
+def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
+    """--refiner / --refiner-switch-at."""
+    p.add_argument("--refiner", help="SDXL refiner checkpoint name or path")
+    p.add_argument("--refiner-switch-at", type=float, help="fraction of the timesteps after which it takes over (default 0.8)")
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by txt2img, img2img and inpaint (all default to None)."""
+    p.add_argument("-n", "--negative", help="negative prompt")
+    add_refiner_arguments(p)
     p.add_argument("--model", help="checkpoint name or path (default: first in the models folder, else the embedded model)")
     p.add_argument("--vae", help="external VAE name or path")
     p.add_argument("--steps", type=int)
@@ -64,11 +98,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable result")
 
 
+def _hires(args: argparse.Namespace, base: HiresFix | None) -> HiresFix | None:
+    given = {field: getattr(args, opt) for opt, field in _HIRES_FIELDS if getattr(args, opt, None) is not None}
+    if not given and not getattr(args, "hires", False):
+        return base
+    return replace(base or HiresFix(), **given)
+
+
+def _refiner(args: argparse.Namespace, base: RefinerSpec | None) -> RefinerSpec | None:
+    name, switch_at = getattr(args, "refiner", None), getattr(args, "refiner_switch_at", None)
+    if name is None and switch_at is None:
+        return base
+    if name is None and base is None:
+        from sdlab.errors import InvalidRequestError
+
+        raise InvalidRequestError("--refiner-switch-at needs --refiner NAME")
+    return RefinerSpec(name or base.checkpoint, switch_at if switch_at is not None else (base.switch_at if base else 0.8))  # type: ignore[union-attr]
+
+
 def build_request(args: argparse.Namespace, base: GenerationRequest) -> GenerationRequest:
     """``base`` with the prompt and every option that was given on the command line."""
     changes: dict[str, Any] = {field: getattr(args, opt) for opt, field in _OPTION_FIELDS if getattr(args, opt) is not None}
     if args.prompt is not None:
         changes["prompt"] = args.prompt
+    changes["hires"] = _hires(args, base.hires)
+    changes["refiner"] = _refiner(args, base.refiner)
     return base.replace(**changes)
 
 
@@ -97,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError("give a PROMPT, or --from IMAGE to regenerate from an image's infotext")
     else:
         base = GenerationRequest()
-    request = build_request(args, base)
+    return generate_and_save(engine, args, build_request(args, base))
+
+
+def generate_and_save(engine: Any, args: argparse.Namespace, request: GenerationRequest) -> int:
+    """Run ``request``, save the images, print their paths (or JSON); exit code 0."""
     show = _progress_printer(sys.stderr.isatty() and not args.json)
     result = engine.generate(request, progress=show, cancel=threading.Event())
     saved = engine.save(result, args.out, fmt=args.format)

@@ -13,9 +13,9 @@ EXIT_BAD_INPUT = 2
 
 
 def _commands() -> tuple[Command, ...]:
-    from sdlab.cli import generate, listing, upscale
+    from sdlab.cli import generate, img2img, listing, upscale
 
-    return generate.COMMANDS + listing.COMMANDS + upscale.COMMANDS
+    return generate.COMMANDS + img2img.COMMANDS + listing.COMMANDS + upscale.COMMANDS
 
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
