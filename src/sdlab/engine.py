@@ -10,10 +10,12 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,10 +28,13 @@ from sdlab.models.listing import CheckpointInfo, list_checkpoints
 from sdlab.models.load import LoadedModel, load_checkpoint
 from sdlab.models.paths import ModelsDir, choose_models_dir, list_models, resolve_model
 from sdlab.outputs import SavedImage, read_infotext, save_image
+from sdlab.pipeline.hires import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
+from sdlab.pipeline.img2img import img2img
 from sdlab.pipeline.networks import folder_signature, prepare_networks, relink_lora_tags
 from sdlab.pipeline.plan import ModelFacts, plan_request
-from sdlab.pipeline.img2img import img2img
 from sdlab.pipeline.txt2img import RunContext, TextCache, Txt2ImgRun, txt2img
+from sdlab.post.upscale import resolve_upscaler as resolve_image_upscaler
+from sdlab.post.upscale import upscale_image
 from sdlab.prompt.encode import EncodeOptions, TextConditioner
 from sdlab.prompt.encode_emphasis import emphasis_infotext
 from sdlab.prompt.encode_family import FAMILIES
@@ -200,7 +205,7 @@ class Engine:
             model = state.model
             facts = ModelFacts(model.family, native_size(model), model.vae_scale_factor, model.latent_channels,
                                max_clip_skip=12)
-            plan = plan_request(request, facts)
+            plan = plan_request(request, facts, extra_upscalers=self._hires_upscaler(request))
             lookup = self._embeddings(state)
             networks = prepare_networks(self.models_dir, request, plan.prompts, lookup, state.conditioner.tokenizers[0])
             options = EncodeOptions(emphasis=request.emphasis, clip_skip=request.clip_skip,
@@ -210,12 +215,26 @@ class Engine:
             extra = {**emphasis_infotext(request.emphasis, [request.prompt, request.negative_prompt]),
                      **dict(networks.infotext)}
             run = Txt2ImgRun(model, state.name, state.conditioner, cache, self.device, self.dtype, extra_params=extra)
-            run = self._with_refiner(run, plan.request)
+            run = replace(self._with_refiner(run, plan.request), image_upscaler=self._image_upscaler())
             passes = img2img if plan.request.is_img2img else txt2img
             with applied_to_model(model, networks.specs):
                 images, timings = passes(run, plan, RunContext(progress, cancel))
         timings = {"load": loaded - start, **timings, "total": time.perf_counter() - start}
         return GenerationResult(tuple(images), request, state.name, timings)
+
+    def _hires_upscaler(self, request: GenerationRequest) -> tuple[str, ...]:
+        """The hires image upscaler named by ``request`` when it is a model upscaler that exists (else ())."""
+        hires = request.hires
+        if hires is None or not isinstance(hires.upscaler, str) or hires.upscaler in LATENT_UPSCALE_MODES:
+            return ()
+        if hires.upscaler.strip().lower() in {n.lower() for n in IMAGE_UPSCALERS}:
+            return ()
+        resolve_image_upscaler(self.models_dir, hires.upscaler)  # ModelNotFoundError lists what exists
+        return (hires.upscaler,)
+
+    def _image_upscaler(self) -> Callable[..., Any]:
+        """``sdlab.post.upscale.upscale_image`` bound to this engine's models folder and device."""
+        return partial(upscale_image, models_dir=self.models_dir, device=self.device)
 
     def _with_refiner(self, run: Txt2ImgRun, request: GenerationRequest) -> Txt2ImgRun:
         """``run`` with the SDXL refiner's run attached when the request names one (loaded here)."""

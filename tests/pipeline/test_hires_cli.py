@@ -34,7 +34,7 @@ def test_hires_options_and_regenerate_from_image(models_root: Path, tmp_path: Pa
 
 def test_bad_hires_and_refiner_options_exit_2(models_root: Path, capsys) -> None:
     assert run(models_root, "txt2img", "x", *TINY, "--hires-upscaler", "Magic") == 2
-    assert "unknown hires upscaler" in capsys.readouterr().err
+    assert "upscaler 'Magic' not found" in capsys.readouterr().err
     assert run(models_root, "txt2img", "x", *TINY, "--hires-denoise", "3") == 2
     assert "hires denoising_strength" in capsys.readouterr().err
     assert run(models_root, "txt2img", "x", *TINY, "--refiner-switch-at", "0.5") == 2

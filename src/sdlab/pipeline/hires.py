@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 #: The image upscaler used for non-latent hires upscalers: ``(image, name, scale) -> image``.
 #: Switch to ``sdlab.post.upscale.upscale_image`` (with models_dir / device bound) once it has landed.
 ImageUpscaler = Callable[[Image.Image, str, float], Image.Image]
-IMAGE_UPSCALERS: tuple[str, ...] = ("Lanczos", "Nearest")
+IMAGE_UPSCALERS: tuple[str, ...] = ("None", "Lanczos", "Nearest")
 
 
 @dataclass(frozen=True)

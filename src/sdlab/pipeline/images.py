@@ -140,9 +140,12 @@ def resize_latent(latent: Tensor, h: int, w: int) -> Tensor:
 
 
 def builtin_upscale(image: Image.Image, upscaler: str, scale: float) -> Image.Image:
-    """A1111's "Lanczos" / "Nearest" upscalers: ``(int(W*scale), int(H*scale))`` with that filter."""
+    """A1111's "Lanczos" / "Nearest" upscalers: ``(int(W*scale), int(H*scale))`` with that filter ("None":
+    unchanged). A1111 also rounds the upscaler's size down to a multiple of 8; ``sdlab.post.upscale`` does."""
     filters = {"lanczos": LANCZOS, "nearest": Image.Resampling.NEAREST}
     key = upscaler.strip().lower()
+    if key == "none":
+        return image
     if key not in filters:
         raise InvalidRequestError(f"unknown upscaler {upscaler!r}; available: Lanczos, Nearest and the latent modes")
     return image.resize((int(image.width * scale), int(image.height * scale)), resample=filters[key])

@@ -62,7 +62,9 @@ class TextCache:
 class Txt2ImgRun:
     """Everything a run needs besides the plan (the name is historical: every pass uses it).
 
-    ``refiner``: the SDXL refiner's run (its model, conditioner and text cache), when one is requested.
+    ``refiner``: the SDXL refiner's run (its model, conditioner and text cache), when one is requested;
+    ``image_upscaler``: ``(image, name, scale) -> image`` for hires image upscalers (None: built-in
+    Lanczos / Nearest only; the engine binds ``sdlab.post.upscale.upscale_image``).
     """
 
     model: LoadedModel
@@ -73,6 +75,7 @@ class Txt2ImgRun:
     dtype: torch.dtype
     extra_params: Mapping[str, object] = field(default_factory=dict)
     refiner: Txt2ImgRun | None = None
+    image_upscaler: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def _hires_inputs(run: Txt2ImgRun, plan: Plan, latents: Tensor, iteration: int) 
             return up, image_conditioning(model, decoded, None, weight, run.device)
         return up, grey_conditioning(model, hires.width, hires.height, run.device)
     images = decode_batch(model.vae, latents, model.latent_scaling_factor)
-    upscaled = upscale_images(images, hires.upscaler, hires.target, builtin_upscale)
+    upscaled = upscale_images(images, hires.upscaler, hires.target, run.image_upscaler or builtin_upscale)
     up = encode_upscaled(model.vae, upscaled, model.latent_scaling_factor, hires.target)
     if extra > 0:
         from sdlab.pipeline.images import to_tensor  # noqa: PLC0415
@@ -115,7 +115,8 @@ def hires_spec(plan: Plan) -> PassSpec:
     """The second pass of ``plan.hires``."""
     hires = plan.hires
     assert hires is not None
-    return PassSpec(hires.sampler, hires.schedule, hires.steps, hires.prompts, hires.width, hires.height,
+    # SDXL time ids use the upscaled size before truncation (A1111's hr_upscale_to_x / _y)
+    return PassSpec(hires.sampler, hires.schedule, hires.steps, hires.prompts, hires.target.width, hires.target.height,
                     hires.latent_shape, denoising_strength=hires.spec.denoising_strength,
                     fix_steps=plan.request.img2img_fix_steps)
 
