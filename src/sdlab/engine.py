@@ -92,7 +92,7 @@ def native_size(model: LoadedModel) -> int:
 
 
 def _pass_fields(known: Mapping[str, object], unknown: Mapping[str, object]) -> dict[str, object]:
-    """Hires fix, refiner, mask mode and noise multiplier of an infotext as request fields."""
+    """Hires fix, refiner and mask mode of an infotext as request fields."""
     out: dict[str, object] = {}
     if "hr_upscaler" in known or "hr_scale" in known:
         resize_x, resize_y = int(known.get("hr_resize_x", 0) or 0), int(known.get("hr_resize_y", 0) or 0)
@@ -107,11 +107,6 @@ def _pass_fields(known: Mapping[str, object], unknown: Mapping[str, object]) -> 
         out["refiner"] = RefinerSpec(str(known["refiner_checkpoint"]), float(known.get("refiner_switch_at", 0.8)))  # type: ignore[arg-type]
     if known.get("mask_mode") == "Inpaint not masked":
         out["inpainting_mask_invert"] = True
-    if "Noise multiplier" in unknown:
-        try:
-            out["initial_noise_multiplier"] = float(unknown["Noise multiplier"])  # type: ignore[arg-type]
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(f"infotext field 'Noise multiplier' is not a number: {exc}") from exc
     return out
 
 

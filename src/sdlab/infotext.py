@@ -668,6 +668,7 @@ REQUEST_FIELDS: tuple[FieldMapping, ...] = (
     FieldMapping("Seed resize from-1", "seed_resize_from_w", _to_int),
     FieldMapping("Seed resize from-2", "seed_resize_from_h", _to_int),
     FieldMapping("Denoising strength", "denoising_strength", _to_float),
+    FieldMapping("Noise multiplier", "initial_noise_multiplier", _to_float),
     FieldMapping("Conditional mask weight", "inpainting_mask_weight", _to_float),
     FieldMapping("Clip skip", "clip_skip", _to_int),
     FieldMapping("ENSD", "ensd", _to_int),
