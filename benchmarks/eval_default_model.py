@@ -109,23 +109,29 @@ def diffusers_generate(unet, vae, text) -> Callable[[str, int, int, float], Imag
     (different noise draws); use it only to follow training.
     """
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
 
-    bpe = Path(__file__).resolve().parents[1] / "src/sdlab/data/clip_bpe"
-    tok = CLIPTokenizer(vocab_file=str(bpe / "vocab.json"), merges_file=str(bpe / "merges.txt"), model_max_length=77)
+    from sdlab.prompt.tokenizer import ClipTokenizer
+
+    tok = ClipTokenizer.bundled("clip")
     sched = EulerAncestralDiscreteScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         timestep_spacing="linspace", steps_offset=1,
     )
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched, safety_checker=None,
+        vae=vae, text_encoder=text, tokenizer=None, unet=unet, scheduler=sched, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
 
+    @torch.no_grad()
+    def embed(prompt: str) -> torch.Tensor:
+        row = [tok.bos_id, *tok.encode(prompt)[:75], tok.eos_id]
+        return text(torch.tensor([row + [tok.eos_id] * (77 - len(row))])).last_hidden_state
+
     def generate(prompt: str, seed: int, steps: int, cfg: float) -> Image.Image:
         gen = torch.Generator("cpu").manual_seed(seed)
-        return pipe(prompt, height=64, width=64, num_inference_steps=steps, guidance_scale=cfg, generator=gen).images[0]
+        return pipe(prompt_embeds=embed(prompt), negative_prompt_embeds=embed(""), height=64, width=64,
+                    num_inference_steps=steps, guidance_scale=cfg, generator=gen).images[0]
 
     return generate
 

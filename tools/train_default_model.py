@@ -6,17 +6,22 @@ block (down: DownBlock2D, CrossAttnDownBlock2D), AutoencoderKL (32, 64, 64) with
 (64x64 RGB <-> 16x16x4 latents, SD1 scaling factor 0.18215 folded into quant convs), CLIPTextModel of
 width 64 with the real CLIP tokenizer bundled in sdlab.
 
-Curriculum: (1) VAE, reconstruction + small KL on 32x32 crops, in cosine cycles; (2) rescale the VAE
-so latents * 0.18215 have std ~1;
-(3) cache latent means of a fixed set of training scenes; (4) UNet + text encoder jointly, epsilon
-prediction on SD1's scaled-linear schedule (0.00085..0.012, 1000 steps, uniform t), min-SNR-5 weights,
-10% empty captions (encoded as the pipeline does: BOS + EOS padding to 77), AdamW, warm-up + cosine, EMA.
+Curriculum: (1) VAE, reconstruction + small KL on 32x32 crops, in cosine cycles (800 + 2000 steps);
+(2) rescale the VAE so latents * 0.18215 have std ~1; (3) cache latent means of 12,000 fixed training
+scenes; (4) UNet + text encoder jointly, epsilon prediction on SD1's scaled-linear schedule
+(0.00085..0.012, 1000 steps, uniform t), min-SNR-5 weights, 10% empty captions (encoded as the Engine
+does: BOS + EOS padding to 77, sdlab's own CLIP tokenizer), AdamW 1e-3, warm-up + cosine, EMA 0.999;
+(5) in a second single-threaded process, fine-tune the VAE decoder alone (the encoder, hence the latent
+space, stays fixed): ``--decoder``.
 
-Everything is seeded from the step number, so a run resumed from /work/train/ckpt.pt continues exactly.
-Usage (the run resumes automatically from the work dir; run one training at a time on 2 cores):
-    nohup .venv/bin/python tools/train_default_model.py >> /work/train/log.txt 2>&1 &
+Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
+On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes
+collapse. Usage (every phase resumes automatically from the work dir):
+    nohup .venv/bin/python tools/train_default_model.py --unet-steps 6000 >> /work/train/log.txt 2>&1 &
+    nohup nice .venv/bin/python tools/train_default_model.py --decoder >> /work/train/decoder_log.txt 2>&1 &
     .venv/bin/python tools/train_default_model.py --export src/sdlab/data/default_model/toyworld-64.safetensors
-Training facts of the shipped checkpoint are in src/sdlab/data/default_model/card.json.
+``--export`` takes WORKDIR/ema_latest.pt (or ``--snapshot``) and WORKDIR/vae_decoder.pt if present.
+Run time, steps and final losses of the shipped checkpoint are in src/sdlab/data/default_model/card.json.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ import torch.nn.functional as F
 
 SEED = 20261123
 WORKDIR = Path("/work/train")
-BPE_DIR = Path(__file__).resolve().parents[1] / "src" / "sdlab" / "data" / "clip_bpe"
 SCALING_FACTOR = 0.18215
 
 
@@ -49,7 +53,7 @@ class Recipe:
     vae_batch: int = 16
     vae_crop: int = 32
     kl_weight: float = 1e-6
-    decoder_steps: int = 6000
+    decoder_steps: int = 3000
     decoder_lr: float = 5e-4
     decoder_batch: int = 8
     cache_size: int = 12000
@@ -105,15 +109,16 @@ def build(kind: str, config: dict[str, Any]) -> torch.nn.Module:
 
 
 def tokenizer():
-    """The bundled CLIP tokenizer; pads with EOS (49407) to 77 like SD1 / A1111."""
-    from transformers import CLIPTokenizer
+    """sdlab's own CLIP tokenizer over the bundled vocabulary (what the Engine uses for SD1 prompts)."""
+    from sdlab.prompt.tokenizer import ClipTokenizer
 
-    return CLIPTokenizer(vocab_file=str(BPE_DIR / "vocab.json"), merges_file=str(BPE_DIR / "merges.txt"))
+    return ClipTokenizer.bundled("clip")
 
 
 def tokens(tok, captions: list[str]) -> torch.Tensor:
-    ids = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    return ids
+    """(B, 77) ids as SD1 / A1111 encode a short prompt: BOS, tokens (<= 75), EOS, EOS padding."""
+    rows = [[tok.bos_id, *tok.encode(c)[:75], tok.eos_id] for c in captions]
+    return torch.tensor([row + [tok.eos_id] * (77 - len(row)) for row in rows])
 
 
 def batch_images(seeds: np.ndarray) -> torch.Tensor:
@@ -293,7 +298,7 @@ def snapshot(unet, text, vae, step: int) -> dict[str, Any]:
     """Weights + configs of one model state (the format benchmarks/eval_default_model.py reads)."""
     return {
         "step": step,
-        "configs": configs,
+        "configs": {"unet": unet_config(), "vae": vae_config(), "text": text_config()},
         "unet": unet.state_dict(), "text": text.state_dict(), "vae": vae.state_dict(),
     }
 
@@ -416,12 +421,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", type=Path, default=WORKDIR)
     ap.add_argument("--unet-steps", type=int, default=Recipe.unet_steps, help="total UNet steps (cosine horizon)")
     ap.add_argument("--decoder", action="store_true", help="fine-tune the VAE decoder only (own process)")
+    ap.add_argument("--decoder-steps", type=int, default=Recipe.decoder_steps, help="decoder fine-tune steps")
     ap.add_argument("--bench", action="store_true", help="time a few steps and exit")
     ap.add_argument("--export", type=Path, help="write an A1111 single-file checkpoint from a snapshot and exit")
     ap.add_argument("--snapshot", type=Path, help="snapshot to export (default: WORKDIR/ema_latest.pt)")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "1")))
-    r = replace(Recipe(), unet_steps=args.unet_steps)
+    r = replace(Recipe(), unet_steps=args.unet_steps, decoder_steps=args.decoder_steps)
     if args.bench:
         return bench(r)
     if args.export:

@@ -20,6 +20,8 @@ def modules_from_snapshot(
 ) -> tuple[dict[str, Any], torch.nn.Module, torch.nn.Module, torch.nn.Module]:
     """(snapshot, unet, vae, text encoder) as float32 eval-mode modules.
 
+    ``path``: an EMA snapshot (``ema_*.pt``) or a training checkpoint (``ckpt.pt``, its EMA weights).
+
     ``vae_state``: a file whose ``"vae"`` entry replaces the snapshot's VAE (the decoder fine-tune,
     ``vae_decoder.pt``; same encoder, so the same latent space). Default: ``vae_decoder.pt`` beside the
     snapshot if it exists.
@@ -28,6 +30,12 @@ def modules_from_snapshot(
     from transformers import CLIPTextConfig, CLIPTextModel
 
     snap = torch.load(path, weights_only=False)
+    if "ema_unet" in snap:  # a training checkpoint (ckpt.pt): take its EMA weights
+        import train_default_model as tdm
+
+        snap = {"step": snap["step"], "unet": snap["ema_unet"], "text": snap["ema_text"],
+                "vae": torch.load(path.parent / "vae.pt", weights_only=True)["vae"],
+                "configs": {"unet": tdm.unet_config(), "vae": tdm.vae_config(), "text": tdm.text_config()}}
     cfg = snap["configs"]
     unet = UNet2DConditionModel(**cfg["unet"])
     vae = AutoencoderKL(**cfg["vae"])

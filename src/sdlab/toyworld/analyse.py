@@ -4,8 +4,8 @@ Robust to the blur and noise of generated images: pixels are classified against 
 colour in RGB), the background is the commonest palette colour on the border, the shape is the largest
 4-connected region that differs from the background, its colour the commonest palette colour inside it;
 the region is then refined to the pixels nearer that colour than the background (the half-way contour of
-a blurred edge), its position the 3x3 grid cell of its box centre, and its class the shape template (drawn to fill the
-same box) with the highest intersection-over-union.
+a blurred edge), its position is the 3x3 grid cell of its box centre, and its class the shape template
+(drawn to fill the same box, sharp or blurred) with the highest intersection-over-union.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from sdlab.toyworld.world import COLOURS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES, Scene, shape_mask
 
 MIN_AREA = 12
 """Smallest shape region in pixels (64x64 image) that counts as a shape."""
+
+BLUR_SIGMA = 1.5
+"""Gaussian blur (pixels, 64x64 image) of the soft shape templates that match blurry generated shapes."""
 
 BACKGROUND_DISTANCE = 60.0
 """RGB distance (0..441) from the background colour beyond which a pixel is foreground."""
@@ -97,13 +100,25 @@ def _position(col: int, row: int) -> str:
     return next(p.name for _, p in POSITIONS if p.col == col and p.row == row)
 
 
+def _templates(name: str, box: tuple[float, float, float, float]) -> list[np.ndarray]:
+    """Masks of shape ``name`` fitted to ``box``: sharp, and blurred (sigma BLUR_SIGMA) then cut at half
+    height after drawing into the box grown by 0..2 px (a blurred tip is shorter than the sharp one)."""
+    x0, y0, x1, y1 = box
+    out = [shape_mask(name, box, (IMAGE_SIZE, IMAGE_SIZE))]
+    for grow in (0.0, 1.0, 2.0):
+        sharp = shape_mask(name, (x0 - grow, y0 - grow, x1 + grow, y1 + grow), (IMAGE_SIZE, IMAGE_SIZE))
+        soft = Image.fromarray((sharp * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(BLUR_SIGMA))
+        out.append(np.asarray(soft) >= 128)
+    return out
+
+
 def _best_shape(region: np.ndarray, box: tuple[float, float, float, float]) -> tuple[str, float]:
     scores = []
     for name in SHAPES.names():
-        tmpl = shape_mask(name, box, (IMAGE_SIZE, IMAGE_SIZE))
-        inter = np.logical_and(tmpl, region).sum()
-        union = np.logical_or(tmpl, region).sum()
-        scores.append((inter / max(union, 1), name))
+        for tmpl in _templates(name, box):
+            inter = np.logical_and(tmpl, region).sum()
+            union = np.logical_or(tmpl, region).sum()
+            scores.append((inter / max(union, 1), name))
     iou, name = max(scores)
     return name, float(iou)
 
