@@ -30,7 +30,9 @@ from sdlab.models.paths import ModelsDir, choose_models_dir, list_models, resolv
 from sdlab.outputs import SavedImage, read_infotext, save_image
 from sdlab.pipeline.hires import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
 from sdlab.pipeline.img2img import img2img
+from sdlab.pipeline.postprocess import apply_post_steps, prepare_post
 from sdlab.pipeline.networks import folder_signature, prepare_networks, relink_lora_tags
+from sdlab.pipeline.perf import FirstCallClock, PerfSettings, apply_perf, model_bytes
 from sdlab.pipeline.plan import ModelFacts, plan_request
 from sdlab.pipeline.txt2img import RunContext, TextCache, Txt2ImgRun, txt2img
 from sdlab.post.upscale import resolve_upscaler as resolve_image_upscaler
@@ -39,7 +41,7 @@ from sdlab.prompt.encode import EncodeOptions, TextConditioner
 from sdlab.prompt.encode_emphasis import emphasis_infotext
 from sdlab.prompt.encode_family import FAMILIES
 from sdlab.prompt.tokenizer import ClipTokenizer
-from sdlab.types import GenerationRequest, GenerationResult, HiresFix, ProgressCallback, RefinerSpec
+from sdlab.types import GenerationRequest, GenerationResult, HiresFix, PostSteps, ProgressCallback, RefinerSpec
 
 DTYPES: Mapping[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _INFOTEXT_RENAMES: tuple[tuple[str, str], ...] = (("ensd", "eta_noise_seed_delta"),)
@@ -80,6 +82,8 @@ class _ModelState:
     conditioner: TextConditioner
     caches: dict[tuple[object, ...], TextCache]
     embeddings: tuple[tuple[tuple[str, int, int], ...], EmbeddingLookup] | None = None
+    nbytes: int = 0
+    compile_clock: FirstCallClock | None = None
 
 
 def native_size(model: LoadedModel) -> int:
@@ -92,7 +96,7 @@ def native_size(model: LoadedModel) -> int:
 
 
 def _pass_fields(known: Mapping[str, object], unknown: Mapping[str, object]) -> dict[str, object]:
-    """Hires fix, refiner and mask mode of an infotext as request fields."""
+    """Hires fix, refiner, post steps and mask mode of an infotext as request fields."""
     out: dict[str, object] = {}
     if "hr_upscaler" in known or "hr_scale" in known:
         resize_x, resize_y = int(known.get("hr_resize_x", 0) or 0), int(known.get("hr_resize_y", 0) or 0)
@@ -105,13 +109,23 @@ def _pass_fields(known: Mapping[str, object], unknown: Mapping[str, object]) -> 
         )
     if known.get("refiner_checkpoint"):
         out["refiner"] = RefinerSpec(str(known["refiner_checkpoint"]), float(known.get("refiner_switch_at", 0.8)))  # type: ignore[arg-type]
+    post = PostSteps(face_restoration=known.get("face_restoration") or None,  # type: ignore[arg-type]
+                     upscaler=unknown.get("Postprocess upscaler") or None,  # type: ignore[arg-type]
+                     upscale_by=float(unknown.get("Postprocess upscale by", 2.0)))  # type: ignore[arg-type]
+    if post.face_restoration or post.upscaler:
+        out["post"] = post
     if known.get("mask_mode") == "Inpaint not masked":
         out["inpainting_mask_invert"] = True
     return out
 
 
 class Engine:
-    """Device, dtype, models folder and a cache of loaded models (``max_models`` most recently used)."""
+    """Device, dtype, models folder and a cache of loaded models (``max_models`` most recently used).
+
+    ``perf``: performance knobs applied at model load (:class:`~sdlab.pipeline.perf.PerfSettings`; the
+    default changes nothing). ``perf.max_cache_bytes`` additionally bounds the cache by bytes of weights:
+    least recently used models are dropped until the cache fits (the newest model always stays).
+    """
 
     def __init__(
         self,
@@ -121,11 +135,14 @@ class Engine:
         *,
         max_models: int = 1,
         env: Mapping[str, str] | None = None,
+        perf: PerfSettings | None = None,
     ) -> None:
         self.models_dir: ModelsDir = choose_models_dir(models_dir, os.environ if env is None else env, os.getcwd())
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = _dtype(dtype, self.device)
         self.max_models = max(1, max_models)
+        self.perf = perf or PerfSettings()
+        self.perf.check_device(self.device)
         self.hashes = HashCache()
         self._models: OrderedDict[_ModelKey, _ModelState] = OrderedDict()
         self._tokenizers: dict[str, ClipTokenizer] = {}
@@ -158,13 +175,30 @@ class Engine:
         while len(self._models) >= self.max_models:
             self._models.popitem(last=False)
         model = load_checkpoint(path, device=self.device, dtype=self.dtype, vae_path=vae_path, hash_cache=self.hashes)
+        clock = apply_perf(model, self.perf, self.device, self.dtype)
         family = FAMILIES.get(model.family)
         # the loader derived the encoder widths from the checkpoint (tiny models are not 768 wide)
         family = replace(family, encoders=tuple(replace(spec, width=None) for spec in family.encoders))
         tokenizers = [self._tokenizer(spec.tokenizer) for spec in family.encoders]
-        state = _ModelState(model, path.stem, TextConditioner(family, tokenizers, model.text_encoders), {})
+        state = _ModelState(model, path.stem, TextConditioner(family, tokenizers, model.text_encoders), {},
+                            nbytes=model_bytes(model), compile_clock=clock)
         self._models[key] = state
+        self._evict_to_bytes()
         return state
+
+    def cached_bytes(self) -> int:
+        """Bytes of weights held by the model cache."""
+        return sum(s.nbytes for s in self._models.values())
+
+    def cached_models(self) -> list[str]:
+        """Names of the cached models, least recently used first."""
+        return [s.name for s in self._models.values()]
+
+    def _evict_to_bytes(self) -> None:
+        """Drop least recently used models until the cache fits ``perf.max_cache_bytes`` (newest stays)."""
+        limit = self.perf.max_cache_bytes
+        while limit is not None and len(self._models) > 1 and self.cached_bytes() > limit:
+            self._models.popitem(last=False)
 
     def _embeddings(self, state: _ModelState) -> EmbeddingLookup | None:
         """The textual-inversion lookup for ``state``'s model, rebuilt when the embeddings folder changes."""
@@ -212,9 +246,16 @@ class Engine:
             run = Txt2ImgRun(model, state.name, state.conditioner, cache, self.device, self.dtype, extra_params=extra)
             run = replace(self._with_refiner(run, plan.request), image_upscaler=self._image_upscaler())
             passes = img2img if plan.request.is_img2img else txt2img
+            post = None if request.post is None else prepare_post(request.post, self.models_dir, self.device)
             with applied_to_model(model, networks.specs):
                 images, timings = passes(run, plan, RunContext(progress, cancel))
-        timings = {"load": loaded - start, **timings, "total": time.perf_counter() - start}
+            if post is not None:
+                post_start = time.perf_counter()
+                images = apply_post_steps(images, post, self.models_dir, self.device)
+                timings["post"] = time.perf_counter() - post_start
+        compile_s = state.compile_clock.take() if state.compile_clock is not None else None
+        extra_timings = {"compile": compile_s} if compile_s is not None else {}
+        timings = {"load": loaded - start, **timings, **extra_timings, "total": time.perf_counter() - start}
         return GenerationResult(tuple(images), request, state.name, timings)
 
     def _hires_upscaler(self, request: GenerationRequest) -> tuple[str, ...]:

@@ -60,6 +60,21 @@ class RefinerSpec:
 
 
 @dataclass(frozen=True)
+class PostSteps:
+    """Steps after decoding, per image: face restoration (A1111's "Restore faces") then an upscale
+    (A1111's extras). ``face_restoration``: "GFPGAN" or "CodeFormer" (None: off); ``visibility`` and
+    ``codeformer_weight`` in [0, 1]; ``upscaler``: Lanczos, Nearest or a model name (None: off);
+    ``upscale_by`` > 0; ``allow_noncommercial``: needed for CodeFormer (its licence is not sdlab's)."""
+
+    face_restoration: str | None = None
+    visibility: float = 1.0
+    codeformer_weight: float = 0.5
+    upscaler: str | None = None
+    upscale_by: float = 2.0
+    allow_noncommercial: bool = False
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """Everything that decides a txt2img generation (A1111 v1.10.1 defaults).
 
@@ -129,6 +144,7 @@ class GenerationRequest:
     inpainting_mask_weight: float = 1.0
     hires: HiresFix | None = None
     refiner: RefinerSpec | None = None
+    post: PostSteps | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.loras, tuple):

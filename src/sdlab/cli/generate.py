@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlab.cli.common import Command, make_engine
-from sdlab.types import GenerationRequest, HiresFix, ProgressEvent, RefinerSpec
+from sdlab.types import GenerationRequest, HiresFix, PostSteps, ProgressEvent, RefinerSpec
 
 #: CLI option -> request field. Options left unset keep the request's (or the infotext's) value.
 _OPTION_FIELDS: tuple[tuple[str, str], ...] = (
@@ -71,10 +72,35 @@ def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refiner-switch-at", type=float, help="fraction of the timesteps after which it takes over (default 0.8)")
 
 
+def add_post_arguments(p: argparse.ArgumentParser) -> None:
+    """--restore-faces / --upscale post steps."""
+    g = p.add_argument_group("post steps (after decoding)")
+    g.add_argument("--restore-faces", nargs="?", const="GFPGAN", help="restore faces with GFPGAN (default) or CodeFormer")
+    g.add_argument("--face-visibility", type=float, help="blend of the restored faces, 0..1 (default 1)")
+    g.add_argument("--codeformer-weight", type=float, help="CodeFormer fidelity, 0..1 (default 0.5)")
+    g.add_argument("--allow-noncommercial", action="store_true", help="allow CodeFormer (non-commercial licence)")
+    g.add_argument("--upscale", help="upscale the results with Lanczos, Nearest or a model upscaler")
+    g.add_argument("--upscale-by", type=float, help="upscale factor (default 2)")
+
+
+def _post(args: argparse.Namespace, base: PostSteps | None) -> PostSteps | None:
+    given = {
+        "face_restoration": getattr(args, "restore_faces", None), "visibility": getattr(args, "face_visibility", None),
+        "codeformer_weight": getattr(args, "codeformer_weight", None), "upscaler": getattr(args, "upscale", None),
+        "upscale_by": getattr(args, "upscale_by", None),
+        "allow_noncommercial": True if getattr(args, "allow_noncommercial", False) else None,
+    }
+    changes = {k: v for k, v in given.items() if v is not None}
+    if not changes:
+        return base
+    return dataclasses.replace(base or PostSteps(), **changes)
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by txt2img, img2img and inpaint (all default to None)."""
     p.add_argument("-n", "--negative", help="negative prompt")
     add_refiner_arguments(p)
+    add_post_arguments(p)
     p.add_argument("--model", help="checkpoint name or path (default: first in the models folder, else the embedded model)")
     p.add_argument("--vae", help="external VAE name or path")
     p.add_argument("--steps", type=int)
@@ -123,6 +149,7 @@ def build_request(args: argparse.Namespace, base: GenerationRequest) -> Generati
         changes["prompt"] = args.prompt
     changes["hires"] = _hires(args, base.hires)
     changes["refiner"] = _refiner(args, base.refiner)
+    changes["post"] = _post(args, base.post)
     return base.replace(**changes)
 
 

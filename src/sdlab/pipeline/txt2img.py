@@ -204,6 +204,7 @@ def _infotext(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, seed: int, subse
         subseed=subseed, subseed_strength=r.subseed_strength,
         seed_resize_from=(r.seed_resize_from_w, r.seed_resize_from_h) if r.seed_resize_from_w > 0 else (-1, -1),
         conditional_mask_weight=conditional_mask_weight(run.model, r.inpainting_mask_weight),
+        face_restoration=None if r.post is None else r.post.face_restoration,
         clip_skip=r.clip_skip, ensd=r.eta_noise_seed_delta, eta=r.eta, rng=r.rng,
         extra=tuple(extra.items()), version=VERSION_TAG,
     )
