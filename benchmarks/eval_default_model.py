@@ -1,7 +1,7 @@
 """Prompt adherence of the bundled default model on held-out toy-world prompts (``make eval``).
 
 Generates one 64x64 image per prompt of a fixed prompt set (held-out colour+shape pairs, held-out
-phrasings, and unseen attribute combinations of seen pairs), classifies each with the deterministic
+phrasings, and new attribute combinations of seen pairs), classifies each with the deterministic
 analyser (sdlab.toyworld.analyse) and prints adherence per attribute and overall for three settings:
 20 steps Euler a CFG 7 (targets: colour >= 90%, background >= 90%, position >= 80%, shape >= 75%),
 5 steps CFG 7, and 20 steps CFG 1 (no guidance).
@@ -25,7 +25,6 @@ from PIL import Image
 from sdlab.toyworld import (
     HELD_OUT_PAIRS,
     HELD_OUT_PHRASINGS,
-    PHRASINGS,
     TRAIN_PHRASINGS,
     Scene,
     analyse,
@@ -41,17 +40,22 @@ TARGETS = {"colour": 90.0, "background": 90.0, "shape": 75.0, "position": 80.0}
 SETTINGS = ((20, 7.0), (5, 7.0), (20, 1.0))
 
 
+GROUPS = ("held-out pair", "seen pair", "held-out phrasing")
+"""Prompt groups: held-out colour+shape pairs (training phrasings); seen pairs in new attribute
+combinations (training phrasings); seen pairs in phrasings never used in training."""
+
+
 @dataclass(frozen=True)
 class Case:
-    """One evaluation prompt, its seed and whether its colour+shape pair was held out of training."""
+    """One evaluation prompt, its seed and its group (one of GROUPS)."""
 
     prompt: str
     seed: int
-    held_out_pair: bool
+    group: str
 
 
-def prompt_set(n_held_out: int = 36, n_seen: int = 24) -> tuple[Case, ...]:
-    """The fixed evaluation prompts: held-out pairs in all phrasings, seen pairs in held-out phrasings."""
+def prompt_set(n_held_out: int = 36, n_seen: int = 12, n_phrasing: int = 12) -> tuple[Case, ...]:
+    """The fixed evaluation prompts (deterministic): ``n_held_out`` + ``n_seen`` + ``n_phrasing``."""
     rng = np.random.default_rng(4242)
     pairs = sorted(HELD_OUT_PAIRS)
     cases = []
@@ -60,11 +64,14 @@ def prompt_set(n_held_out: int = 36, n_seen: int = 24) -> tuple[Case, ...]:
         base = random_scene(rng, allow_held_out=True)
         bg = base.background if base.background != colour else "black" if colour != "black" else "white"
         scene = Scene(shape, colour, bg, base.position, base.size)
-        cases.append(Case(caption(scene, i % len(PHRASINGS), rng), 1000 + i, True))
+        cases.append(Case(caption(scene, i % len(TRAIN_PHRASINGS), rng), 1000 + i, GROUPS[0]))
     for i in range(n_seen):
         scene = random_scene(rng)
+        cases.append(Case(caption(scene, i % len(TRAIN_PHRASINGS), rng), 2000 + i, GROUPS[1]))
+    for i in range(n_phrasing):
+        scene = random_scene(rng)
         phrasing = len(TRAIN_PHRASINGS) + i % len(HELD_OUT_PHRASINGS)
-        cases.append(Case(caption(scene, phrasing, rng), 2000 + i, False))
+        cases.append(Case(caption(scene, phrasing, rng), 3000 + i, GROUPS[2]))
     return tuple(cases)
 
 
@@ -136,24 +143,25 @@ def diffusers_generate(unet, vae, text) -> Callable[[str, int, int, float], Imag
     return generate
 
 
-def score(generate, cases: tuple[Case, ...], steps: int, cfg: float) -> tuple[dict[str, float], list[Image.Image]]:
-    """Adherence percentages per attribute, ``mean`` of the four, ``all`` (every attribute right)."""
-    hits = {a: 0 for a in (*SCORED, "size", "all", "held_out_all")}
-    n_held, images = 0, []
+def score(generate, cases: tuple[Case, ...], steps: int, cfg: float) -> tuple[dict[str, dict[str, float]], list]:
+    """Adherence percentages per group (and ``"all prompts"``): each attribute, ``mean`` of the four
+    scored attributes, ``all`` (all four right). Also returns the images."""
+    rows: dict[str, list[dict[str, bool]]] = {"all prompts": [], **{g: [] for g in GROUPS}}
+    images = []
     for case in cases:
         img = generate(case.prompt, case.seed, steps, cfg)
         images.append(img)
         ok = matches(parse_caption(case.prompt), analyse(img))
-        for a in (*SCORED, "size"):
-            hits[a] += ok[a]
-        full = all(ok[a] for a in SCORED)
-        hits["all"] += full
-        hits["held_out_all"] += full and case.held_out_pair
-        n_held += case.held_out_pair
-    res = {a: 100.0 * hits[a] / len(cases) for a in (*SCORED, "size", "all")}
-    res["mean"] = sum(res[a] for a in SCORED) / len(SCORED)
-    res["held_out_all"] = 100.0 * hits["held_out_all"] / max(1, n_held)
-    return res, images
+        ok["all"] = all(ok[a] for a in SCORED)
+        rows["all prompts"].append(ok)
+        rows[case.group].append(ok)
+    out = {}
+    for name, oks in rows.items():
+        if oks:
+            res = {a: 100.0 * sum(o[a] for o in oks) / len(oks) for a in (*SCORED, "size", "all")}
+            res["mean"] = sum(res[a] for a in SCORED) / len(SCORED)
+            out[f"{name} ({len(oks)})"] = res
+    return out, images
 
 
 def contact_sheet(images: list[Image.Image], cols: int = 12) -> Image.Image:
@@ -177,18 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("EVAL_THREADS", "1")))
     cases = prompt_set()
     if args.limit:
-        held = [c for c in cases if c.held_out_pair][: args.limit]
-        cases = tuple(held + [c for c in cases if not c.held_out_pair][: args.limit])
+        cases = tuple(c for g in GROUPS for c in [c for c in cases if c.group == g][: args.limit])
     if args.snapshot or args.backend == "diffusers":
         generate = diffusers_generate(*load_modules(args.checkpoint, args.snapshot))
     else:
         generate = engine_generate(args.checkpoint)
-    print(f"{len(cases)} prompts ({sum(c.held_out_pair for c in cases)} with held-out colour+shape pairs)")
-    print(f"{'setting':<22}" + "".join(f"{a:>13}" for a in (*SCORED, "size", "mean", "all", "held_out_all")))
+    cols = (*SCORED, "size", "mean", "all")
     for i, (steps, cfg) in enumerate(SETTINGS if args.settings == "all" else SETTINGS[:1]):
         res, images = score(generate, cases, steps, cfg)
-        cells = "".join(f"{res[a]:>12.1f}%" for a in (*SCORED, "size", "mean", "all", "held_out_all"))
-        print(f"{f'{steps} steps Euler a CFG {cfg:g}':<22}" + cells)
+        print(f"\n{steps} steps, Euler a, CFG {cfg:g}")
+        print(f"{'prompts':<26}" + "".join(f"{a:>11}" for a in cols))
+        for name, r in res.items():
+            print(f"{name:<26}" + "".join(f"{r[a]:>10.1f}%" for a in cols))
         if i == 0 and args.sheet:
             contact_sheet(images).save(args.sheet)
     print("targets at 20 steps CFG 7: " + ", ".join(f"{a} >= {t:g}%" for a, t in TARGETS.items()))
