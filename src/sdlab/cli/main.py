@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sdlab.cli.common import Command
+from sdlab.cli.common import Command, add_perf_arguments
 from sdlab.errors import SdlabError
 
 EXIT_BAD_INPUT = 2
@@ -24,6 +24,7 @@ def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     parser.add_argument("--models-dir", help="A1111-style models folder (default: $SDLAB_MODELS or ./models)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"), help="model dtype (default fp32 on CPU, fp16 on GPU)")
+    add_perf_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands:
         command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
