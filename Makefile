@@ -36,5 +36,16 @@ test: venv
 eval: venv
 	$(BIN)/python benchmarks/eval_default_model.py
 
+# benchmarks/suite.py: sdlab vs plain diffusers on random full-size weights (checkpoints cached in
+# $(BENCH_CACHE), outside the repo). bench-quick: SD1.5 only, 2 steps, one round (~10 min on 2 cores).
+BENCH_CACHE ?= $(HOME)/.cache/sdlab-bench
+BENCH_ARGS ?=
+
+bench: venv
+	$(BIN)/python benchmarks/suite.py --cache-dir $(BENCH_CACHE) $(BENCH_ARGS)
+
+bench-quick: venv
+	$(BIN)/python benchmarks/suite.py --quick --cache-dir $(BENCH_CACHE) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

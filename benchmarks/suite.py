@@ -1,0 +1,549 @@
+"""sdlab vs plain diffusers on the same random full-size weights, in one process, alternating runs.
+
+    .venv/bin/python benchmarks/suite.py [--quick] [--device cpu|cuda] [--dtype fp32|fp16|bf16]
+                                          [--families sd1,sdxl] [--cache-dir DIR] [--out-dir DIR] [--smoke]
+
+Builds SD1.5 / SDXL single-file checkpoints with random weights once (default init, saved fp16, under
+``--cache-dir``, outside the repo; nothing is downloaded) and measures, sdlab and diffusers alternating:
+checkpoint load (vs one raw read of the file and vs diffusers ``from_single_file`` with local configs),
+one CFG UNet step, a whole image (text encoding + N Euler steps + VAE decode) with its peak RSS and the
+time spent outside UNet / text encoders / VAE per step, LoRA apply/undo (SD1.5), the UNet's FLOPs per
+step (``torch.utils.flop_counter`` on the meta device) and the achieved FLOP/s as a fraction of this
+machine's measured matmul peak in the same dtype. Writes ``suite-<tag>.json`` and ``suite-<tag>.md``.
+``--smoke`` uses the tiny test checkpoints (seconds; checks the suite itself, numbers meaningless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from sdlab.engine import Engine
+from sdlab.models.load import LoadedModel, load_checkpoint
+from sdlab.pipeline.perf import PerfSettings, model_bytes
+from sdlab.pipeline.unet import UNetCall
+from sdlab.types import GenerationRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT, NEGATIVE = "a castle on a hill at night, stars, mist", "blurry, low quality"
+SIZES = {"sd1": 512, "sdxl": 1024}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """What to run: ``steps`` per whole image, ``repeats`` alternating pairs per measurement."""
+
+    device: str
+    dtype: str
+    families: tuple[str, ...]
+    steps: dict[str, int]
+    repeats: int
+    lora_rank: int
+    cache_dir: Path
+    smoke: bool
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """CPU / GPU / memory / library versions of this machine."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "load_avg_at_start": os.getloadavg(),
+            "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
+    import diffusers
+    import transformers
+
+    info |= {"diffusers": diffusers.__version__, "transformers": transformers.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of an ``n`` x ``n`` matmul in ``dtype`` (the machine's practical peak)."""
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+# ----------------------------------------------------------------------------------------- measurement
+
+class PeakRss:
+    """Peak resident set size (bytes) of this process while the ``with`` block runs (10 ms sampling)."""
+
+    def __init__(self) -> None:
+        self.proc, self.peak, self.start = psutil.Process(), 0, 0
+        self._stop = threading.Event()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.01)
+
+    def __enter__(self) -> PeakRss:
+        self.start = self.peak = self.proc.memory_info().rss
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+@dataclass
+class ModuleClock:
+    """Seconds spent inside groups of modules (forward hooks), e.g. ``{"unet": [unet]}``."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _handles: list[Any] = field(default_factory=list)
+
+    @contextmanager
+    def watching(self, groups: dict[str, list[torch.nn.Module]], device: torch.device) -> Iterator[ModuleClock]:
+        starts: dict[int, float] = {}
+        self.seconds = dict.fromkeys(groups, 0.0)
+        for name, modules in groups.items():
+            for module in modules:
+                def pre(m: torch.nn.Module, args: Any, _name: str = name) -> None:
+                    sync(device)
+                    starts[id(m)] = time.perf_counter()
+
+                def post(m: torch.nn.Module, args: Any, out: Any, _name: str = name) -> None:
+                    sync(device)
+                    self.seconds[_name] += time.perf_counter() - starts.pop(id(m))
+                self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        try:
+            yield self
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - start, out
+
+
+def alternate(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Call each run in turn, ``repeats`` rounds (A B A B ...); lists of their returned seconds."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            out[name].append(run())
+            gc.collect()
+    return out
+
+
+def ratio(sdlab: float, diffusers: float) -> float | None:
+    return round(sdlab / diffusers, 3) if diffusers else None
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+def build_checkpoint(family: str, cache_dir: Path, smoke: bool) -> Path:
+    """A random single-file checkpoint (default init, fp16 on disk), written once under ``cache_dir``."""
+    path = cache_dir / "Stable-diffusion" / f"random-{family}{'-tiny' if smoke else ''}.safetensors"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if smoke:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from helpers.tiny_checkpoints import make_tiny_checkpoint
+
+        make_tiny_checkpoint(path, family, seed=1)
+        return path
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sdlab.models.convert import save_single_file
+    from sdlab.models.derive import load_template
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(load_template(family, "unet")).half()
+    vae = AutoencoderKL.from_config(load_template(family, "vae")).half()
+    names = ("text_encoder", "text_encoder_2") if family == "sdxl" else ("text_encoder",)
+    encoders = []
+    for i, name in enumerate(names):
+        cfg = CLIPTextConfig.from_dict({k: v for k, v in load_template(family, name).items() if k != "architectures"})
+        encoders.append((CLIPTextModelWithProjection if i == 1 else CLIPTextModel)(cfg).half())
+    tmp = path.with_suffix(".partial.safetensors")
+    save_single_file(tmp, unet, vae, encoders, family)
+    tmp.rename(path)
+    return path
+
+
+def diffusers_config_dir(model: LoadedModel, family: str, cache_dir: Path) -> Path:
+    """A local diffusers pipeline folder (configs + tokenizer files, no weights) for ``from_single_file``."""
+    import diffusers
+    from diffusers import EulerDiscreteScheduler
+
+    folder = cache_dir / f"diffusers-config-{family}-{Path(model.path).stem}"
+    sdxl = family == "sdxl"
+    index: dict[str, Any] = {"_class_name": "StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline",
+                             "_diffusers_version": diffusers.__version__,
+                             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+                             "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+                             "text_encoder": ["transformers", "CLIPTextModel"],
+                             "tokenizer": ["transformers", "CLIPTokenizer"]}
+    if sdxl:
+        index |= {"text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+                  "tokenizer_2": ["transformers", "CLIPTokenizer"], "force_zeros_for_empty_prompt": True}
+    else:
+        index |= {"safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False}
+    configs = {"unet": model.configs.unet, "vae": model.configs.vae}
+    for i, te in enumerate(model.text_encoders):
+        configs["text_encoder_2" if i else "text_encoder"] = te.config.to_dict()
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)
+    for name, cfg in configs.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "config.json").write_text(json.dumps(dict(cfg), default=str))
+    scheduler.save_config(folder / "scheduler")
+    bpe = Path(__import__("sdlab").__file__).parent / "data" / "clip_bpe"
+    for tok in ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",):
+        (folder / tok).mkdir(parents=True, exist_ok=True)
+        for f in ("vocab.json", "merges.txt"):
+            (folder / tok / f).write_bytes((bpe / f).read_bytes())
+        (folder / tok / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def pipeline_class(family: str) -> Any:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+
+
+def shared_pipeline(model: LoadedModel, family: str, config_dir: Path) -> Any:
+    """A plain diffusers pipeline on the very modules sdlab loaded (same weights, no second copy)."""
+    from diffusers import EulerDiscreteScheduler
+    from transformers import CLIPTokenizer
+
+    parts: dict[str, Any] = {"unet": model.unet, "vae": model.vae, "text_encoder": model.text_encoders[0],
+                             "tokenizer": CLIPTokenizer.from_pretrained(config_dir / "tokenizer"),
+                             "scheduler": EulerDiscreteScheduler.from_pretrained(config_dir / "scheduler")}
+    if family == "sdxl":
+        parts |= {"text_encoder_2": model.text_encoders[1],
+                  "tokenizer_2": CLIPTokenizer.from_pretrained(config_dir / "tokenizer_2")}
+    else:
+        parts |= {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    pipe = pipeline_class(family)(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ------------------------------------------------------------------------------------------ measurements
+
+def bench_load(path: Path, family: str, config_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
+    """Seconds to read the file once, to load it with sdlab and with diffusers ``from_single_file``."""
+    device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
+
+    def raw() -> float:
+        start = time.perf_counter()
+        with path.open("rb", buffering=0) as f:
+            while f.read(64 << 20):
+                pass
+        return time.perf_counter() - start
+
+    def sdlab() -> float:
+        seconds, model = timed(lambda: load_checkpoint(path, device=device, dtype=dtype), device)
+        del model
+        return seconds
+
+    def plain() -> float:
+        seconds, pipe = timed(lambda: pipeline_class(family).from_single_file(
+            str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype).to(device), device)
+        del pipe
+        return seconds
+
+    raw()  # the file is in the page cache for every contestant alike
+    times = alternate({"raw_read": raw, "sdlab": sdlab, "diffusers": plain}, cfg.repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"seconds": times, "median": med, "sdlab_vs_raw_read": ratio(med["sdlab"], med["raw_read"]),
+            "sdlab_vs_diffusers": ratio(med["sdlab"], med["diffusers"]), "file_bytes": path.stat().st_size}
+
+
+def unet_inputs(model: LoadedModel, family: str, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    size = SIZES[family] if model.vae_scale_factor == 8 else 64
+    h = size // model.vae_scale_factor
+    x = torch.randn(2, model.latent_channels, h, h, device=device)
+    width = int(model.unet.config.cross_attention_dim)
+    cond = {"context": torch.randn(2, 77, width, device=device)}
+    if family == "sdxl":
+        proj = int(model.unet.config.projection_class_embeddings_input_dim) - 6 * int(model.unet.config.addition_time_embed_dim)
+        cond |= {"text_embeds": torch.randn(2, proj, device=device),
+                 "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * 2, dtype=torch.float32, device=device)}
+    return x, cond
+
+
+def unet_flops(model: LoadedModel, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> int:
+    """FLOPs of one CFG UNet call (batch 2), counted on the meta device (no compute)."""
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(dict(model.configs.unet))
+    meta = {k: v.to("meta") for k, v in cond.items()}
+    kwargs = {"added_cond_kwargs": {"text_embeds": meta["text_embeds"], "time_ids": meta["time_ids"]}} if "text_embeds" in meta else {}
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        unet(x.to("meta"), torch.tensor(500.0, device="meta"), encoder_hidden_states=meta["context"], **kwargs)
+    return int(counter.get_total_flops())
+
+
+def bench_unet_step(model: LoadedModel, family: str, cfg: SuiteConfig, peak: float) -> dict[str, Any]:
+    """One CFG UNet call (batch 2) through sdlab's UNetCall vs the bare diffusers module, alternating."""
+    device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
+    x, cond = unet_inputs(model, family, device)
+    t = torch.tensor([500.0, 500.0], device=device)
+    call = UNetCall(model.unet, dtype)
+    kwargs = {"added_cond_kwargs": {k: cond[k].to(dtype) for k in ("text_embeds", "time_ids")}} if "text_embeds" in cond else {}
+
+    def sdlab() -> float:
+        return timed(lambda: call(x, t, cond), device)[0]
+
+    def plain() -> float:
+        with torch.no_grad():
+            return timed(lambda: model.unet(x.to(dtype), t, encoder_hidden_states=cond["context"].to(dtype),
+                                            return_dict=False, **kwargs), device)[0]
+    sdlab()  # warm-up (allocator, kernels)
+    times = alternate({"sdlab": sdlab, "diffusers": plain}, cfg.repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = unet_flops(model, x, cond)
+    achieved = flops / med["sdlab"]
+    return {"latent": list(x.shape), "seconds": times, "median": med, "sdlab_vs_diffusers": ratio(med["sdlab"], med["diffusers"]),
+            "flops_per_step": flops, "achieved_flops_per_s": achieved, "fraction_of_matmul_peak": round(achieved / peak, 3)}
+
+
+def bench_image(engine: Engine, model: LoadedModel, family: str, path: Path, pipe: Any, cfg: SuiteConfig) -> dict[str, Any]:
+    """A whole image each way: wall time, time inside UNet / text encoders / VAE, the rest per step, peak RSS."""
+    device = torch.device(cfg.device)
+    size = SIZES[family] if model.vae_scale_factor == 8 else 64
+    steps = cfg.steps[family]
+    groups = {"unet": [model.unet], "text": list(model.text_encoders), "vae": [model.vae.decoder, model.vae.post_quant_conv]}
+    request = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, width=size, height=size, steps=steps,
+                                sampler="Euler", cfg_scale=7.0, seed=1, model=path.stem)
+    results: dict[str, list[dict[str, float]]] = {"sdlab": [], "diffusers": []}
+    calls = 0
+
+    def measure(name: str, fn: Callable[[], Any]) -> float:
+        nonlocal calls
+        calls += 1
+        clock = ModuleClock()
+        with PeakRss() as rss, clock.watching(groups, device):
+            seconds = timed(fn, device)[0]
+        inside = sum(clock.seconds.values())
+        results[name].append({"seconds": seconds, **{f"{k}_s": v for k, v in clock.seconds.items()},
+                              "outside_per_step_s": (seconds - inside) / steps, "peak_rss": rss.peak,
+                              "rss_before": rss.start})
+        return seconds
+
+    # a fresh prompt per round for both, so neither serves text from a cache
+    rounds = iter(range(10**6))
+
+    def sdlab() -> float:
+        r = next(rounds)
+        return measure("sdlab", lambda: engine.generate(request.replace(prompt=f"{PROMPT} {r}")))
+
+    def plain() -> float:
+        r = next(rounds)
+        gen = torch.Generator(device="cpu").manual_seed(1)
+        return measure("diffusers", lambda: pipe(f"{PROMPT} {r}", negative_prompt=NEGATIVE, height=size, width=size,
+                                                  num_inference_steps=steps, guidance_scale=7.0, generator=gen))
+    alternate({"sdlab": sdlab, "diffusers": plain}, cfg.repeats)
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+    step = med["sdlab"]["unet_s"] / steps
+    weights_fp32 = sum(p.numel() for m in (model.unet, model.vae, *model.text_encoders) for p in m.parameters()) * 4
+    return {"size": size, "steps": steps, "runs": results, "median": med,
+            "sdlab_vs_diffusers": ratio(med["sdlab"]["seconds"], med["diffusers"]["seconds"]),
+            "sdlab_outside_fraction_of_step": round(med["sdlab"]["outside_per_step_s"] / step, 4),
+            "diffusers_outside_fraction_of_step": round(med["diffusers"]["outside_per_step_s"] / step, 4),
+            "peak_rss_over_fp32_weights": round(med["sdlab"]["peak_rss"] / weights_fp32, 3),
+            "fp32_weights_bytes": weights_fp32}
+
+
+def bench_lora(model: LoadedModel, cfg: SuiteConfig) -> dict[str, Any]:
+    """Apply / undo a kohya LoRA on UNet + CLIP with sdlab, vs the bare arithmetic of diffusers' fuse/unfuse."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_lora import write_lora
+
+    from sdlab.models.adapters.apply import NetworkSpec, applied_networks, resolve_all
+    from sdlab.models.adapters.lora_file import read_network
+
+    path = write_lora(cfg.cache_dir / f"lora-r{cfg.lora_rank}-{Path(model.path).stem}.safetensors",
+                      model.unet, model.text_encoders[0], cfg.lora_rank)
+    comps = {"unet": model.unet, "text_encoder": model.text_encoders[0]}
+    net = read_network(path)
+    layers = [(comps[t.component].get_submodule(t.real_path), m) for t, m in resolve_all(comps, [NetworkSpec(net, 0.8)])[0].entries]
+    backups: list[torch.Tensor] = []
+
+    def sdlab() -> tuple[float, float]:
+        ctx = applied_networks(comps, [NetworkSpec(net, 0.8)], family=model.family)
+        return timed(ctx.__enter__, torch.device("cpu"))[0], timed(lambda: ctx.__exit__(None, None, None), torch.device("cpu"))[0]
+
+    def fuse() -> None:
+        with torch.no_grad():
+            for layer, m in layers:
+                up, down = m.parts["lora_up.weight"], m.parts["lora_down.weight"]
+                backups.append(layer.weight.data.clone())
+                w = layer.weight.data.reshape(layer.weight.shape[0], -1)
+                w += 0.8 * float(m.parts["alpha"]) / down.shape[0] * (up.reshape(up.shape[0], -1).to(w.dtype) @ down.reshape(down.shape[0], -1).to(w.dtype))
+
+    def unfuse() -> None:
+        with torch.no_grad():
+            for (layer, _), b in zip(layers, backups, strict=True):
+                layer.weight.data.copy_(b)
+        backups.clear()
+
+    rows = []
+    for _ in range(cfg.repeats):
+        apply_s, undo_s = sdlab()
+        rows.append({"sdlab_apply_s": apply_s, "sdlab_undo_s": undo_s, "fuse_reference_s": timed(fuse, torch.device("cpu"))[0],
+                     "unfuse_reference_s": timed(unfuse, torch.device("cpu"))[0]})
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return {"rank": cfg.lora_rank, "layers": len(layers), "runs": rows, "median": med,
+            "apply_vs_reference": ratio(med["sdlab_apply_s"], med["fuse_reference_s"]),
+            "undo_vs_reference": ratio(med["sdlab_undo_s"], med["unfuse_reference_s"])}
+
+
+def bench_family(family: str, cfg: SuiteConfig, peak: float) -> dict[str, Any]:
+    device = torch.device(cfg.device)
+    t0 = time.perf_counter()
+    path = build_checkpoint(family, cfg.cache_dir, cfg.smoke)
+    out: dict[str, Any] = {"checkpoint": str(path), "build_s": time.perf_counter() - t0}
+    engine = Engine(cfg.cache_dir, cfg.device, cfg.dtype, perf=PerfSettings())
+    model = engine.load(path.stem)
+    config_dir = diffusers_config_dir(model, family, cfg.cache_dir)
+    out["weights_bytes"] = model_bytes(model)
+    engine._models.clear()  # free it for the load comparison: at most one extra copy at a time
+    del model
+    gc.collect()
+    print(f"[{family}] load ...", flush=True)
+    out["load"] = bench_load(path, family, config_dir, cfg)
+    gc.collect()
+    model = engine.load(path.stem)
+    print(f"[{family}] unet step ...", flush=True)
+    out["unet_step"] = bench_unet_step(model, family, cfg, peak)
+    pipe = shared_pipeline(model, family, config_dir)
+    print(f"[{family}] whole image ...", flush=True)
+    out["image"] = bench_image(engine, model, family, path, pipe, cfg)
+    if family == "sd1" and cfg.lora_rank:
+        print(f"[{family}] lora ...", flush=True)
+        out["lora"] = bench_lora(model, cfg)
+    del pipe, model
+    engine._models.clear()
+    gc.collect()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def markdown(report: dict[str, Any]) -> str:
+    """A short table of the figures (sdlab, diffusers, ratio)."""
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, torch {m['torch']}, diffusers "
+             f"{m['diffusers']}; device {m['device']}, dtype {report['dtype']}; load average at start "
+             f"{', '.join(f'{x:.1f}' for x in m['load_avg_at_start'])}. Matmul peak: {report['matmul_peak_gflops']:.0f} GFLOP/s.",
+             "", "| family | measure | sdlab | diffusers | sdlab / diffusers |", "|---|---|---|---|---|"]
+    for family, r in report["families"].items():
+        ld, st, im = r["load"], r["unet_step"], r["image"]
+        rows = [
+            ("checkpoint load (s)", ld["median"]["sdlab"], ld["median"]["diffusers"], ld["sdlab_vs_diffusers"]),
+            ("  raw file read (s) / sdlab vs raw", ld["median"]["raw_read"], None, ld["sdlab_vs_raw_read"]),
+            (f"UNet step, CFG, latent {st['latent'][2]}x{st['latent'][3]} (s)", st["median"]["sdlab"], st["median"]["diffusers"], st["sdlab_vs_diffusers"]),
+            (f"  FLOPs/step {st['flops_per_step'] / 1e12:.2f} T; achieved GFLOP/s / fraction of matmul peak",
+             st["achieved_flops_per_s"] / 1e9, None, st["fraction_of_matmul_peak"]),
+            (f"whole image {im['size']}px, {im['steps']} steps (s)", im["median"]["sdlab"]["seconds"], im["median"]["diffusers"]["seconds"], im["sdlab_vs_diffusers"]),
+            ("  text encoding (s)", im["median"]["sdlab"]["text_s"], im["median"]["diffusers"]["text_s"], None),
+            ("  VAE decode (s)", im["median"]["sdlab"]["vae_s"], im["median"]["diffusers"]["vae_s"], None),
+            ("  outside UNet/TE/VAE per step (s) / sdlab fraction of a step", im["median"]["sdlab"]["outside_per_step_s"],
+             im["median"]["diffusers"]["outside_per_step_s"], im["sdlab_outside_fraction_of_step"]),
+            ("  peak RSS (GB) / sdlab over fp32 weights", im["median"]["sdlab"]["peak_rss"] / 1e9,
+             im["median"]["diffusers"]["peak_rss"] / 1e9, im["peak_rss_over_fp32_weights"]),
+        ]
+        if "lora" in r:
+            lo = r["lora"]
+            rows += [(f"LoRA r{lo['rank']} apply (s) vs fuse arithmetic", lo["median"]["sdlab_apply_s"], lo["median"]["fuse_reference_s"], lo["apply_vs_reference"]),
+                     ("LoRA undo (s) vs unfuse copy", lo["median"]["sdlab_undo_s"], lo["median"]["unfuse_reference_s"], lo["undo_vs_reference"])]
+        for name, a, b, q in rows:
+            fmt = (lambda v: "" if v is None else f"{v:.3g}")
+            lines.append(f"| {family} | {name} | {fmt(a)} | {fmt(b)} | {fmt(q)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="SD1.5 only, 2 steps, one round (about 10 min on 2 CPU cores)")
+    parser.add_argument("--smoke", action="store_true", help="tiny checkpoints: checks the suite runs (seconds)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="fp32", choices=tuple(DTYPES))
+    parser.add_argument("--families", default=None, help="comma-separated: sd1,sdxl (default: sd1 with --quick, else both)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per whole image (default: 2 quick; sd1 10, sdxl 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="alternating rounds per measurement (1 quick, 2 full)")
+    parser.add_argument("--lora-rank", type=int, default=None)
+    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("SDLAB_BENCH_CACHE", Path.home() / ".cache" / "sdlab-bench")))
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    families = tuple(args.families.split(",")) if args.families else (("sd1",) if args.quick else ("sd1", "sdxl"))
+    quick = args.quick or args.smoke
+    steps = {"sd1": args.steps or (2 if quick else 10), "sdxl": args.steps or (1 if quick else 2)}
+    cfg = SuiteConfig(args.device, args.dtype, families, steps, args.repeats or (1 if quick else 2),
+                      args.lora_rank if args.lora_rank is not None else (32 if quick else 128), args.cache_dir, args.smoke)
+    device = torch.device(cfg.device)
+    report: dict[str, Any] = {"command": " ".join(["benchmarks/suite.py", *(argv if argv is not None else sys.argv[1:])]),
+                              "machine": machine(device), "dtype": cfg.dtype, "families": {}}
+    peak = matmul_peak(device, DTYPES[cfg.dtype], n=256 if cfg.smoke else 2048)
+    report["matmul_peak_gflops"] = peak / 1e9
+    for family in families:
+        report["families"][family] = bench_family(family, cfg, peak)
+    tag = f"{'smoke' if cfg.smoke else 'quick' if args.quick else 'full'}-{device.type}-{cfg.dtype}"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"suite-{tag}.json").write_text(json.dumps(report, indent=1, default=str))
+    table = markdown(report)
+    (args.out_dir / f"suite-{tag}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
