@@ -57,6 +57,7 @@ class SuiteConfig:
     lora_rank: int
     cache_dir: Path
     smoke: bool
+    vae_tiling_pixels: int = 0
 
 
 # ---------------------------------------------------------------------------------------------- machine
@@ -446,6 +447,27 @@ def bench_lora(model: LoadedModel, cfg: SuiteConfig) -> dict[str, Any]:
             "undo_vs_reference": ratio(med["sdlab_undo_s"], med["unfuse_reference_s"])}
 
 
+def bench_vae_tiling(model: LoadedModel, cfg: SuiteConfig, pixels: int) -> dict[str, Any]:
+    """Peak RSS and seconds of one VAE decode at ``pixels`` square, untiled vs tiled (512-pixel tiles)."""
+    from sdlab.pipeline.decode import decode_latent
+    from sdlab.pipeline.perf import configure_vae
+
+    device = torch.device(cfg.device)
+    h = pixels // model.vae_scale_factor
+    latent = torch.randn(model.latent_channels, h, h, generator=torch.Generator().manual_seed(0)).to(device)
+    out: dict[str, Any] = {"pixels": pixels}
+    images = {}
+    for name, tiled in (("untiled", False), ("tiled_512", True)):
+        configure_vae(model.vae, PerfSettings(vae_tiling=tiled, vae_tile_size=512), model.vae_scale_factor)
+        gc.collect()
+        with PeakRss() as rss:
+            seconds, images[name] = timed(lambda: decode_latent(model.vae, latent, model.latent_scaling_factor), device)
+        out[name] = {"seconds": seconds, "peak_rss_increase": rss.peak - rss.start}
+        model.vae.disable_tiling()
+    out["max_abs_diff"] = float((images["tiled_512"] - images["untiled"]).abs().max())
+    return out
+
+
 def bench_family(family: str, cfg: SuiteConfig, peak: float) -> dict[str, Any]:
     device = torch.device(cfg.device)
     t0 = time.perf_counter()
@@ -470,6 +492,9 @@ def bench_family(family: str, cfg: SuiteConfig, peak: float) -> dict[str, Any]:
     if family == "sd1" and cfg.lora_rank:
         print(f"[{family}] lora ...", flush=True)
         out["lora"] = bench_lora(model, cfg)
+    if cfg.vae_tiling_pixels:
+        print(f"[{family}] vae tiling ...", flush=True)
+        out["vae_tiling"] = bench_vae_tiling(model, cfg, cfg.vae_tiling_pixels)
     del pipe, model
     engine._models.clear()
     gc.collect()
@@ -505,6 +530,11 @@ def markdown(report: dict[str, Any]) -> str:
             lo = r["lora"]
             rows += [(f"LoRA r{lo['rank']} apply (s) vs fuse arithmetic", lo["median"]["sdlab_apply_s"], lo["median"]["fuse_reference_s"], lo["apply_vs_reference"]),
                      ("LoRA undo (s) vs unfuse copy", lo["median"]["sdlab_undo_s"], lo["median"]["unfuse_reference_s"], lo["undo_vs_reference"])]
+        if "vae_tiling" in r:
+            vt = r["vae_tiling"]
+            rows += [(f"VAE decode {vt['pixels']}px peak RSS increase (GB): untiled / tiled 512", vt["untiled"]["peak_rss_increase"] / 1e9,
+                      None, vt["tiled_512"]["peak_rss_increase"] / 1e9),
+                     (f"  seconds untiled / tiled (max abs diff {vt['max_abs_diff']:.3f})", vt["untiled"]["seconds"], None, vt["tiled_512"]["seconds"])]
         for name, a, b, q in rows:
             fmt = (lambda v: "" if v is None else f"{v:.3g}")
             lines.append(f"| {family} | {name} | {fmt(a)} | {fmt(b)} | {fmt(q)} |")
@@ -521,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="steps per whole image (default: 2 quick; sd1 10, sdxl 2)")
     parser.add_argument("--repeats", type=int, default=None, help="alternating rounds per measurement (1 quick, 2 full)")
     parser.add_argument("--lora-rank", type=int, default=None)
+    parser.add_argument("--vae-tiling-pixels", type=int, default=None,
+                        help="also decode a square image this large untiled vs tiled (default: 1024 full, 0 quick)")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("SDLAB_BENCH_CACHE", Path.home() / ".cache" / "sdlab-bench")))
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -528,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick or args.smoke
     steps = {"sd1": args.steps or (2 if quick else 10), "sdxl": args.steps or (1 if quick else 2)}
     cfg = SuiteConfig(args.device, args.dtype, families, steps, args.repeats or (1 if quick else 2),
-                      args.lora_rank if args.lora_rank is not None else (32 if quick else 128), args.cache_dir, args.smoke)
+                      args.lora_rank if args.lora_rank is not None else (32 if quick else 128), args.cache_dir, args.smoke,
+                      args.vae_tiling_pixels if args.vae_tiling_pixels is not None else (0 if quick else 1024))
     device = torch.device(cfg.device)
     report: dict[str, Any] = {"command": " ".join(["benchmarks/suite.py", *(argv if argv is not None else sys.argv[1:])]),
                               "machine": machine(device), "dtype": cfg.dtype, "families": {}}
