@@ -174,7 +174,9 @@ class Engine:
             return self._models[key]
         while len(self._models) >= self.max_models:
             self._models.popitem(last=False)
-        model = load_checkpoint(path, device=self.device, dtype=self.dtype, vae_path=vae_path, hash_cache=self.hashes)
+        # with CPU offload the weights stay in RAM and move to the GPU piece by piece (sdlab.pipeline.perf)
+        load_device = torch.device("cpu") if self.perf.offload != "none" else self.device
+        model = load_checkpoint(path, device=load_device, dtype=self.dtype, vae_path=vae_path, hash_cache=self.hashes)
         clock = apply_perf(model, self.perf, self.device, self.dtype)
         family = FAMILIES.get(model.family)
         # the loader derived the encoder widths from the checkpoint (tiny models are not 768 wide)
