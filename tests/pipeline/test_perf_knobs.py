@@ -61,6 +61,12 @@ def test_layout_and_attention_knobs_keep_the_image(models_root: Path, reference,
     assert np.abs(image - reference["tiny-sd1"]).max() <= 1
 
 
+def test_sliced_attention_on_a_model_with_one_head_per_slice(models_root: Path, reference) -> None:
+    """diffusers' "auto" slice size is heads // 2, which is 0 for single-head layers: sdlab slices by 1 there."""
+    image = pixels(Engine(models_root, "cpu", perf=PerfSettings(attention="sliced")), BASE.replace(model="tiny-sdxl"))
+    assert np.abs(image - reference["tiny-sdxl"]).max() <= 1
+
+
 def test_attention_knob_sets_the_processor(models_root: Path) -> None:
     names = {}
     for attention in ("sdpa", "sliced", "classic"):

@@ -52,7 +52,11 @@ def _classic(module: torch.nn.Module, settings: PerfSettings) -> None:
 
 def _sliced(module: torch.nn.Module, settings: PerfSettings) -> None:
     if hasattr(module, "set_attention_slice"):
-        module.set_attention_slice(settings.attention_slice_size)
+        size = settings.attention_slice_size
+        heads = [int(m.sliceable_head_dim) for m in module.modules() if hasattr(m, "sliceable_head_dim")]
+        if size == "auto" and heads and min(heads) < 2:  # diffusers' "auto" (heads // 2) would be 0
+            size = "max"
+        module.set_attention_slice(size)
     else:  # the VAE's one single-head attention has nothing to slice: keep SDPA there
         _sdpa(module, settings)
 
