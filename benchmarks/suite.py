@@ -58,6 +58,7 @@ class SuiteConfig:
     cache_dir: Path
     smoke: bool
     vae_tiling_pixels: int = 0
+    variants: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------- machine
@@ -332,7 +333,17 @@ def unet_flops(model: LoadedModel, x: torch.Tensor, cond: dict[str, torch.Tensor
     return int(counter.get_total_flops())
 
 
-def bench_unet_step(model: LoadedModel, family: str, cfg: SuiteConfig, peak: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class UNetReference:
+    """The default configuration's CFG UNet call: median seconds, its inputs and output (on the CPU)."""
+
+    seconds: float
+    x: torch.Tensor
+    cond: dict[str, torch.Tensor]
+    output: torch.Tensor
+
+
+def bench_unet_step(model: LoadedModel, family: str, cfg: SuiteConfig, peak: float) -> tuple[dict[str, Any], UNetReference]:
     """One CFG UNet call (batch 2) through sdlab's UNetCall vs the bare diffusers module, alternating."""
     device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
     x, cond = unet_inputs(model, family, device)
@@ -347,13 +358,14 @@ def bench_unet_step(model: LoadedModel, family: str, cfg: SuiteConfig, peak: flo
         with torch.no_grad():
             return timed(lambda: model.unet(x.to(dtype), t, encoder_hidden_states=cond["context"].to(dtype),
                                             return_dict=False, **kwargs), device)[0]
-    sdlab()  # warm-up (allocator, kernels)
+    output = call(x, t, cond).cpu()  # also the warm-up (allocator, kernels)
     times = alternate({"sdlab": sdlab, "diffusers": plain}, cfg.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
+    reference = UNetReference(med["sdlab"], x.cpu(), {k: v.cpu() for k, v in cond.items()}, output)
     flops = unet_flops(model, x, cond)
     achieved = flops / med["sdlab"]
     return {"latent": list(x.shape), "seconds": times, "median": med, "sdlab_vs_diffusers": ratio(med["sdlab"], med["diffusers"]),
-            "flops_per_step": flops, "achieved_flops_per_s": achieved, "fraction_of_matmul_peak": round(achieved / peak, 3)}
+            "flops_per_step": flops, "achieved_flops_per_s": achieved, "fraction_of_matmul_peak": round(achieved / peak, 3)}, reference
 
 
 def bench_image(engine: Engine, model: LoadedModel, family: str, path: Path, pipe: Any, cfg: SuiteConfig) -> dict[str, Any]:
@@ -447,6 +459,40 @@ def bench_lora(model: LoadedModel, cfg: SuiteConfig) -> dict[str, Any]:
             "undo_vs_reference": ratio(med["sdlab_undo_s"], med["unfuse_reference_s"])}
 
 
+VARIANTS: dict[str, tuple[str | None, PerfSettings]] = {
+    "channels_last": (None, PerfSettings(channels_last=True)),
+    "sliced": (None, PerfSettings(attention="sliced")),
+    "classic": (None, PerfSettings(attention="classic")),
+    "bf16": ("bf16", PerfSettings()),
+    "fp16": ("fp16", PerfSettings()),
+    "compile": (None, PerfSettings(compile_unet=True)),
+}
+
+
+def bench_variants(path: Path, family: str, cfg: SuiteConfig, reference: UNetReference) -> dict[str, Any]:
+    """One CFG UNet call per sdlab configuration (its own Engine, loaded one at a time): seconds (best of
+    ``repeats`` after a warm-up, whose time is reported as ``first_call_s``: the compile time for ``compile``),
+    speed-up over the default, and the max abs difference of the UNet output from the default's."""
+    device = torch.device(cfg.device)
+    out: dict[str, Any] = {}
+    for name in cfg.variants:
+        dtype_name, perf = VARIANTS[name]
+        engine = Engine(cfg.cache_dir, cfg.device, dtype_name or cfg.dtype, perf=perf)
+        model = engine.load(path.stem)
+        x, cond = reference.x.to(device), {k: v.to(device) for k, v in reference.cond.items()}
+        call = UNetCall(model.unet, engine.dtype)
+        t = torch.tensor([500.0, 500.0], device=device)
+        first, result = timed(lambda: call(x, t, cond), device)
+        best = min(timed(lambda: call(x, t, cond), device)[0] for _ in range(cfg.repeats))
+        out[name] = {"first_call_s": first, "seconds": best, "speedup": round(reference.seconds / best, 3),
+                     "max_abs_diff": float((result.cpu() - reference.output).abs().max()),
+                     "output_std": float(reference.output.std())}
+        print(f"[{family}] variant {name}: {out[name]}", flush=True)
+        del engine, model, call
+        gc.collect()
+    return out
+
+
 def bench_vae_tiling(model: LoadedModel, cfg: SuiteConfig, pixels: int) -> dict[str, Any]:
     """Peak RSS and seconds of one VAE decode at ``pixels`` square, untiled vs tiled (512-pixel tiles)."""
     from sdlab.pipeline.decode import decode_latent
@@ -485,7 +531,7 @@ def bench_family(family: str, cfg: SuiteConfig, peak: float) -> dict[str, Any]:
     gc.collect()
     model = engine.load(path.stem)
     print(f"[{family}] unet step ...", flush=True)
-    out["unet_step"] = bench_unet_step(model, family, cfg, peak)
+    out["unet_step"], reference = bench_unet_step(model, family, cfg, peak)
     pipe = shared_pipeline(model, family, config_dir)
     print(f"[{family}] whole image ...", flush=True)
     out["image"] = bench_image(engine, model, family, path, pipe, cfg)
@@ -498,6 +544,8 @@ def bench_family(family: str, cfg: SuiteConfig, peak: float) -> dict[str, Any]:
     del pipe, model
     engine._models.clear()
     gc.collect()
+    if cfg.variants:
+        out["variants"] = bench_variants(path, family, cfg, reference)
     return out
 
 
@@ -530,6 +578,9 @@ def markdown(report: dict[str, Any]) -> str:
             lo = r["lora"]
             rows += [(f"LoRA r{lo['rank']} apply (s) vs fuse arithmetic", lo["median"]["sdlab_apply_s"], lo["median"]["fuse_reference_s"], lo["apply_vs_reference"]),
                      ("LoRA undo (s) vs unfuse copy", lo["median"]["sdlab_undo_s"], lo["median"]["unfuse_reference_s"], lo["undo_vs_reference"])]
+        for name, v in r.get("variants", {}).items():
+            rows.append((f"UNet step, sdlab {name} (s; last column: speed-up over sdlab default; first call {v['first_call_s']:.3g} s, max abs diff {v['max_abs_diff']:.2g})",
+                         v["seconds"], None, v["speedup"]))
         if "vae_tiling" in r:
             vt = r["vae_tiling"]
             rows += [(f"VAE decode {vt['pixels']}px peak RSS increase (GB): untiled / tiled 512", vt["untiled"]["peak_rss_increase"] / 1e9,
@@ -539,6 +590,15 @@ def markdown(report: dict[str, Any]) -> str:
             fmt = (lambda v: "" if v is None else f"{v:.3g}")
             lines.append(f"| {family} | {name} | {fmt(a)} | {fmt(b)} | {fmt(q)} |")
     return "\n".join(lines) + "\n"
+
+
+def variants(text: str | None, quick: bool) -> tuple[str, ...]:
+    """The ``--variants`` names, validated."""
+    names = tuple(n for n in (text.split(",") if text is not None else ([] if quick else ["channels_last", "sliced", "bf16"])) if n)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -553,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-rank", type=int, default=None)
     parser.add_argument("--vae-tiling-pixels", type=int, default=None,
                         help="also decode a square image this large untiled vs tiled (default: 1024 full, 0 quick)")
+    parser.add_argument("--variants", default=None,
+                        help=f"sdlab configurations timed per UNet step, comma-separated from {','.join(VARIANTS)} "
+                             "(default: channels_last,sliced,bf16 full, none quick)")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("SDLAB_BENCH_CACHE", Path.home() / ".cache" / "sdlab-bench")))
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -561,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = {"sd1": args.steps or (2 if quick else 10), "sdxl": args.steps or (1 if quick else 2)}
     cfg = SuiteConfig(args.device, args.dtype, families, steps, args.repeats or (1 if quick else 2),
                       args.lora_rank if args.lora_rank is not None else (32 if quick else 128), args.cache_dir, args.smoke,
-                      args.vae_tiling_pixels if args.vae_tiling_pixels is not None else (0 if quick else 1024))
+                      args.vae_tiling_pixels if args.vae_tiling_pixels is not None else (0 if quick else 1024),
+                      variants(args.variants, quick))
     device = torch.device(cfg.device)
     report: dict[str, Any] = {"command": " ".join(["benchmarks/suite.py", *(argv if argv is not None else sys.argv[1:])]),
                               "machine": machine(device), "dtype": cfg.dtype, "families": {}}
