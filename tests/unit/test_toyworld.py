@@ -137,3 +137,20 @@ def test_analyser_tells_every_shape_apart(shape: str) -> None:
         for position in POSITIONS.names():
             scene = Scene(shape, "white", "black", position, size)
             assert all(matches(scene, analyse(render(scene))).values()), (shape, size, position)
+
+
+def test_packaged_default_model_is_a_small_a1111_sd1_checkpoint() -> None:
+    from pathlib import Path
+
+    import sdlab
+    from sdlab.models.detect import detect_header
+    from sdlab.models.files import read_header
+
+    path = Path(sdlab.__file__).parent / "data" / "default_model" / "toyworld-64.safetensors"
+    assert path.stat().st_size < 25_000_000
+    header = read_header(path)
+    names = list(header.shapes())
+    for prefix in ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."):
+        assert any(n.startswith(prefix) for n in names), prefix
+    assert all(n.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")) for n in names)
+    assert detect_header(header).family == "sd1"
