@@ -64,18 +64,36 @@ class Recipe:
     min_lr_ratio: float = 0.05
     empty_caption: float = 0.1
     snr_gamma: float = 5.0
+    arch: str = "v1"
+    x0_weight_from: int | None = None
+    x0_weight_max: float = 20.0
     ema_decay: float = 0.999
     save_every_s: float = 300.0
     snapshot_every: int = 1000
 
 
-def unet_config() -> dict[str, Any]:
-    return dict(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+UNET_ARCHS: dict[str, dict[str, Any]] = {
+    # v1 (shipped): 16x16 -> 8x8; cross-attention at 8x8 and in the mid block.
+    "v1": dict(
+        block_out_channels=(64, 128),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(64, 128), cross_attention_dim=64, attention_head_dim=8,
-        norm_num_groups=32, use_linear_projection=False,
+    ),
+    # v2: one level deeper (16 -> 8 -> 4) so zero padding marks every cell of the 4x4 level: the only
+    # source of absolute position in a UNet without positional embeddings (v1 never learned position).
+    "v2": dict(
+        block_out_channels=(64, 128, 128),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    ),
+}
+
+
+def unet_config(arch: str = "v1") -> dict[str, Any]:
+    """UNet2DConditionModel config of architecture ``arch`` (a key of UNET_ARCHS)."""
+    return dict(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, cross_attention_dim=64,
+        attention_head_dim=8, norm_num_groups=32, use_linear_projection=False, **UNET_ARCHS[arch],
     )
 
 
@@ -294,11 +312,11 @@ def step_captions(scenes: list[tuple], idx: np.ndarray, rng: np.random.Generator
     return out
 
 
-def snapshot(unet, text, vae, step: int) -> dict[str, Any]:
+def snapshot(unet, text, vae, step: int, arch: str) -> dict[str, Any]:
     """Weights + configs of one model state (the format benchmarks/eval_default_model.py reads)."""
     return {
         "step": step,
-        "configs": {"unet": unet_config(), "vae": vae_config(), "text": text_config()},
+        "configs": {"unet": unet_config(arch), "vae": vae_config(), "text": text_config()},
         "unet": unet.state_dict(), "text": text.state_dict(), "vae": vae.state_dict(),
     }
 
@@ -306,7 +324,7 @@ def snapshot(unet, text, vae, step: int) -> dict[str, Any]:
 def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: Path) -> None:
     ckpt_path = workdir / "ckpt.pt"
     torch.manual_seed(SEED + 2)
-    unet, text = build("unet", unet_config()), build("text", text_config())
+    unet, text = build("unet", unet_config(r.arch)), build("text", text_config())
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=r.unet_lr, weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
@@ -349,6 +367,8 @@ def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: P
         pred = unet(xt, t, encoder_hidden_states=cond).sample
         snr = acp[t] / (1 - acp[t])
         w = torch.clamp(snr, max=r.snr_gamma) / snr
+        if r.x0_weight_from is not None and step >= r.x0_weight_from:
+            w = w * torch.clamp(1 / snr, min=1.0, max=r.x0_weight_max)
         loss = (w * ((pred - eps) ** 2).mean(dim=(1, 2, 3))).mean()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, r)
@@ -369,15 +389,15 @@ def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: P
             t_last_save = time.time()
             log(f"saved checkpoint at step {step}")
         if step % r.snapshot_every == 0 or step == r.unet_steps:
-            save_atomic(snapshot(ema_unet, ema_text, vae, step), workdir / f"ema_{step:06d}.pt")
-            save_atomic(snapshot(ema_unet, ema_text, vae, step), workdir / "ema_latest.pt")
+            save_atomic(snapshot(ema_unet, ema_text, vae, step, r.arch), workdir / f"ema_{step:06d}.pt")
+            save_atomic(snapshot(ema_unet, ema_text, vae, step, r.arch), workdir / "ema_latest.pt")
     log("training done")
 
 
 # ---------------------------------------------------------------------------------------------- main
 def bench(r: Recipe, steps: int = 5) -> None:
     """Time a few UNet+text training steps on random latents (no files written)."""
-    unet, text = build("unet", unet_config()), build("text", text_config())
+    unet, text = build("unet", unet_config(r.arch)), build("text", text_config())
     n = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
     log(f"params: unet {n(unet):.2f}M text {n(text):.2f}M vae {n(build('vae', vae_config())):.2f}M")
     opt = torch.optim.AdamW(list(unet.parameters()) + list(text.parameters()), lr=1e-4)
@@ -401,7 +421,7 @@ def training_card(workdir: Path, r: Recipe) -> dict[str, Any]:
         return {k: ck[k] for k in keys if k in ck}
 
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    configs = {"unet": unet_config(), "vae": vae_config(), "text": text_config()}
+    configs = {"unet": unet_config(r.arch), "vae": vae_config(), "text": text_config()}
     return {
         "name": "toyworld-64",
         "world": "sdlab.toyworld (64x64, 10 colours, 5 shapes, 9 positions, 2 sizes; held-out pairs in world.py)",
@@ -422,12 +442,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--unet-steps", type=int, default=Recipe.unet_steps, help="total UNet steps (cosine horizon)")
     ap.add_argument("--decoder", action="store_true", help="fine-tune the VAE decoder only (own process)")
     ap.add_argument("--decoder-steps", type=int, default=Recipe.decoder_steps, help="decoder fine-tune steps")
+    ap.add_argument("--x0-weight-from", type=int, default=None,
+                    help="from this UNet step on, weight high-noise steps like an x0 loss (clamp(1/snr, 1, 20))")
+    ap.add_argument("--arch", choices=tuple(UNET_ARCHS), default="v1", help="UNet architecture")
     ap.add_argument("--bench", action="store_true", help="time a few steps and exit")
     ap.add_argument("--export", type=Path, help="write an A1111 single-file checkpoint from a snapshot and exit")
     ap.add_argument("--snapshot", type=Path, help="snapshot to export (default: WORKDIR/ema_latest.pt)")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "1")))
-    r = replace(Recipe(), unet_steps=args.unet_steps, decoder_steps=args.decoder_steps)
+    r = replace(Recipe(), unet_steps=args.unet_steps, decoder_steps=args.decoder_steps,
+                x0_weight_from=args.x0_weight_from, arch=args.arch)
     if args.bench:
         return bench(r)
     if args.export:

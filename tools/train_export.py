@@ -33,9 +33,10 @@ def modules_from_snapshot(
     if "ema_unet" in snap:  # a training checkpoint (ckpt.pt): take its EMA weights
         import train_default_model as tdm
 
+        arch = snap.get("recipe", {}).get("arch", "v1")
         snap = {"step": snap["step"], "unet": snap["ema_unet"], "text": snap["ema_text"],
                 "vae": torch.load(path.parent / "vae.pt", weights_only=True)["vae"],
-                "configs": {"unet": tdm.unet_config(), "vae": tdm.vae_config(), "text": tdm.text_config()}}
+                "configs": {"unet": tdm.unet_config(arch), "vae": tdm.vae_config(), "text": tdm.text_config()}}
     cfg = snap["configs"]
     unet = UNet2DConditionModel(**cfg["unet"])
     vae = AutoencoderKL(**cfg["vae"])
