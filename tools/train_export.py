@@ -69,7 +69,7 @@ def export_snapshot(snapshot: Path, out: Path, card: dict[str, Any] | None = Non
     unet, vae, text = (m.half().float() for m in (unet, vae, text))  # exactly what the file will hold
     expected = _probe(unet, vae, text)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"sdlab_default_model": "toyworld-64", "training_step": str(snap["step"])}
+    meta = {"sdlab_default_model": "toyworld-64", "training_step": str(snap["step"]), "modelspec.resolution": "64x64"}
     print(f"VAE weights from {snap['vae_source']}")
     save_single_file(out, unet.half(), vae.half(), [text.half()], "sd1", metadata=meta)
     loaded = load_checkpoint(out)

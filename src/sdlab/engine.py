@@ -23,7 +23,7 @@ from sdlab.errors import InvalidRequestError, ModelNotFoundError
 from sdlab.infotext import infotext_to_request_fields, parse_infotext
 from sdlab.models.adapters.apply import applied_to_model
 from sdlab.models.adapters.embeddings import EmbeddingLookup, lookup_for_folder, model_widths
-from sdlab.models.files import HashCache
+from sdlab.models.files import HashCache, read_header
 from sdlab.models.listing import CheckpointInfo, list_checkpoints
 from sdlab.models.load import LoadedModel, load_checkpoint
 from sdlab.models.paths import ModelsDir, choose_models_dir, list_models, resolve_model
@@ -84,15 +84,26 @@ class _ModelState:
     embeddings: tuple[tuple[tuple[str, int, int], ...], EmbeddingLookup] | None = None
     nbytes: int = 0
     compile_clock: FirstCallClock | None = None
+    native_size: int = 512
 
 
-def native_size(model: LoadedModel) -> int:
-    """Training resolution in pixels: the family's, scaled for non-standard latent sizes (tiny models)."""
-    base = NATIVE_SIZE.get(model.family, 512)
+def resolution_from_metadata(metadata: Mapping[str, str]) -> int | None:
+    """The training resolution a checkpoint declares (``modelspec.resolution`` "WxH"; the larger side)."""
+    text = str(metadata.get("modelspec.resolution", "")).lower().replace(" ", "")
+    parts = text.split("x")
+    if len(parts) == 2 and all(p.isdigit() and 0 < int(p) <= 16384 for p in parts):
+        return max(int(p) for p in parts)
+    return None
+
+
+def native_size(model: LoadedModel, metadata: Mapping[str, str] | None = None) -> int:
+    """Training resolution in pixels: declared in the file's metadata, else the family's default."""
+    declared = resolution_from_metadata(metadata or {})
+    if declared is not None:
+        return declared
     if model.family == "sd2" and model.prediction_type == "v_prediction":
-        base = 768
-    sample = model.unet.config.get("sample_size") if hasattr(model.unet, "config") else None
-    return int(sample) * model.vae_scale_factor if model.vae_scale_factor != 8 and sample else base
+        return 768
+    return NATIVE_SIZE.get(model.family, 512)
 
 
 def _pass_fields(known: Mapping[str, object], unknown: Mapping[str, object]) -> dict[str, object]:
@@ -182,8 +193,9 @@ class Engine:
         # the loader derived the encoder widths from the checkpoint (tiny models are not 768 wide)
         family = replace(family, encoders=tuple(replace(spec, width=None) for spec in family.encoders))
         tokenizers = [self._tokenizer(spec.tokenizer) for spec in family.encoders]
+        metadata = read_header(path).metadata if path.is_file() else {}
         state = _ModelState(model, path.stem, TextConditioner(family, tokenizers, model.text_encoders), {},
-                            nbytes=model_bytes(model), compile_clock=clock)
+                            nbytes=model_bytes(model), compile_clock=clock, native_size=native_size(model, metadata))
         self._models[key] = state
         self._evict_to_bytes()
         return state
@@ -234,7 +246,7 @@ class Engine:
             state = self._state(request.model, request.vae)
             loaded = time.perf_counter()
             model = state.model
-            facts = ModelFacts(model.family, native_size(model), model.vae_scale_factor, model.latent_channels,
+            facts = ModelFacts(model.family, state.native_size, model.vae_scale_factor, model.latent_channels,
                                max_clip_skip=12)
             plan = plan_request(request, facts, extra_upscalers=self._hires_upscaler(request))
             lookup = self._embeddings(state)
