@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 import json
 from pathlib import Path
 
@@ -80,34 +82,32 @@ def _plain(info: object) -> dict[str, object]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(info).items()}  # type: ignore[call-overload]
 
 
-def _run_loras(args: argparse.Namespace) -> int:
-    from sdlab.models.adapters.catalog import list_loras
-
-    infos = list_loras(make_engine(args).models_dir.root)
+def _print_listing(args: argparse.Namespace, infos: tuple, describe: Callable[[Any], str], empty: str) -> int:
+    """Print file infos as JSON or one line each (name [hash]  description  path)."""
     if args.json:
         print(json.dumps([_plain(i) for i in infos], indent=2))
         return 0
     for i in infos:
-        what = f"unreadable: {i.error}" if i.error else f"{'/'.join(i.types)} {i.family or '?'} rank {i.rank or '?'}"
-        print(f"{i.name} [{i.hash[:12]}]  {what}  {i.path}")
+        print(f"{i.name} [{i.hash[:12]}]  {f'unreadable: {i.error}' if i.error else describe(i)}  {i.path}")
     if not infos:
-        print("no LoRA / LyCORIS files in the models folder's Lora/ or LyCORIS/")
+        print(empty)
     return 0
+
+
+def _run_loras(args: argparse.Namespace) -> int:
+    from sdlab.models.adapters.catalog import list_loras
+
+    return _print_listing(args, list_loras(make_engine(args).models_dir.root),
+                          lambda i: f"{'/'.join(i.types)} {i.family or '?'} rank {i.rank or '?'}",
+                          "no LoRA / LyCORIS files in the models folder's Lora/ or LyCORIS/")
 
 
 def _run_embeddings(args: argparse.Namespace) -> int:
     from sdlab.models.adapters.catalog import list_embeddings
 
-    infos = list_embeddings(make_engine(args).models_dir.root)
-    if args.json:
-        print(json.dumps([_plain(i) for i in infos], indent=2))
-        return 0
-    for i in infos:
-        what = f"unreadable: {i.error}" if i.error else f"{i.vectors} vector(s) {'/'.join(map(str, i.widths))} wide, {i.family or '?'}"
-        print(f"{i.name} [{i.hash[:12]}]  {what}  {i.path}")
-    if not infos:
-        print("no embeddings in the models folder's embeddings/")
-    return 0
+    return _print_listing(args, list_embeddings(make_engine(args).models_dir.root),
+                          lambda i: f"{i.vectors} vector(s) {'/'.join(map(str, i.widths))} wide, {i.family or '?'}",
+                          "no embeddings in the models folder's embeddings/")
 
 
 COMMANDS: tuple[Command, ...] = (
