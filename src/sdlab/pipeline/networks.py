@@ -16,7 +16,14 @@ from pathlib import Path
 from sdlab.errors import InvalidRequestError, ModelNotFoundError
 from sdlab.models.adapters.apply import NetworkSpec, specs_from_refs
 from sdlab.models.adapters.embeddings import EmbeddingLookup
-from sdlab.models.adapters.hashes import embedding_hash, find_by_hash, find_by_name, hashes_value, lora_hash
+from sdlab.models.adapters.hashes import (
+    embedding_hash,
+    find_by_hash,
+    find_by_name,
+    hashes_value,
+    infotext_name,
+    lora_hash,
+)
 from sdlab.models.paths import ModelsDir
 from sdlab.prompt.parse import parse_prompt_attention
 from sdlab.prompt.plan import PromptPlan
@@ -50,8 +57,13 @@ def _refs(request: GenerationRequest, plan: PromptPlan) -> list[object]:
     return [*request.loras, *(t for t in plan.tags if t.kind in NETWORK_TAGS)]
 
 
+def network_folders(models: ModelsDir) -> tuple[Path, Path]:
+    """Where A1111 looks for LoRA / LyCORIS files, in order: ``Lora/`` then ``LyCORIS/``."""
+    return models.folder("lora"), models.folder("lycoris")
+
+
 def _specs(models: ModelsDir, refs: Sequence[object]) -> tuple[NetworkSpec, ...]:
-    folders = [models.folder("lora"), models.folder("lycoris")]
+    folders = network_folders(models)
     specs: list[NetworkSpec] = []
     for ref in refs:
         errors: list[ModelNotFoundError] = []
@@ -95,7 +107,7 @@ def prepare_networks(
         infotext.append(("Lora hashes", hashes_value((s.label, lora_hash(s.network.path)) for s in specs)))
     used = used_embeddings(lookup, tokenizer, [*plan.distinct_texts])
     if used and lookup is not None:
-        clean = [name.replace(":", "").replace(",", "") for name in used]
+        clean = [infotext_name(name) for name in used]
         infotext.append(("TI", ", ".join(clean)))
         infotext.append(("TI hashes", hashes_value((n, embedding_hash(lookup.embeddings[n].path)) for n in used)))
     return PreparedNetworks(specs, tuple(infotext))
@@ -110,14 +122,14 @@ def relink_lora_tags(prompt: str, lora_hashes: Mapping[str, str], models: Models
 
     def local(match: re.Match[str]) -> str:
         kind, name = match.group(1), match.group(2)
-        folders = [models.folder("lora"), models.folder("lycoris")]
+        folders = network_folders(models)
         for folder in folders:
             try:
                 find_by_name(folder, name)
                 return match.group(0)
             except ModelNotFoundError:
                 continue
-        short = lora_hashes.get(name.replace(":", "").replace(",", ""))
+        short = lora_hashes.get(infotext_name(name))
         for folder in folders:
             found = find_by_hash(folder, short) if short and folder.is_dir() else None
             if found is not None:

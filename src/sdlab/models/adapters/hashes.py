@@ -60,12 +60,17 @@ def short_hash(full: str) -> str:
     return full[:SHORT_HASH_LENGTH]
 
 
+def infotext_name(name: str) -> str:
+    """A network / embedding name as A1111 writes it into infotexts (``:`` and ``,`` removed)."""
+    return name.translate(_NAME_DROPPED)
+
+
 def hashes_value(pairs: Iterable[tuple[str, str]]) -> str:
     """``"name: shorthash, ..."`` as A1111 writes ``Lora hashes`` / ``TI hashes`` (one entry per cleaned
     name, the last hash winning, in first-mention order). Quoting is the infotext writer's job."""
     table: dict[str, str] = {}
     for name, full in pairs:
-        table[name.translate(_NAME_DROPPED)] = short_hash(full)
+        table[infotext_name(name)] = short_hash(full)
     return ", ".join(f"{name}: {h}" for name, h in table.items())
 
 
