@@ -1,0 +1,121 @@
+"""The adapters shipped for the embedded default model have the effect they were trained for.
+
+``toy-teal`` (kohya LoRA, tools/train_toy_adapters.py) paints every shape teal whatever colour the prompt
+names; ``toypink`` (A1111 textual-inversion embedding) names pink, a colour the toy world never named.
+Both files are read from the package through the ordinary models-folder path (``Lora/``, ``embeddings/``).
+A shape's colour is the mean of the pixels far from the prompt's background colour; distances are RGB
+Euclidean in 0..255 units. Seeds 100..107, Euler a, 20 steps, CFG 7, 64x64, fp32 CPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdlab.engine import Engine
+from sdlab.toyworld import COLOURS
+from sdlab.types import GenerationRequest
+
+ADAPTERS = files("sdlab") / "data" / "default_model" / "adapters"
+TEAL = (0, 128, 128)
+PINK = (255, 160, 200)
+BATCH = 8
+SLACK = 1
+NEAR = 60.0
+"""A shape this close to the adapter's colour counts as having it."""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("toy-models")
+    for sub, name in (("Lora", "toy-teal.safetensors"), ("embeddings", "toypink.safetensors")):
+        (root / sub).mkdir()
+        with (ADAPTERS / name).open("rb") as src, (root / sub / name).open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return root
+
+
+@pytest.fixture(scope="module")
+def toy(folder: Path) -> Engine:
+    return Engine(models_dir=folder, device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """The embedded model with no adapters in its models folder."""
+    return Engine(models_dir=tmp_path_factory.mktemp("bare-models"), device="cpu", dtype="fp32")
+
+
+def generate(engine: Engine, prompt: str) -> list[Image.Image]:
+    request = GenerationRequest(prompt=prompt, seed=100, batch_size=BATCH, sampler="Euler a", steps=20, cfg_scale=7.0)
+    return [image.image for image in engine.generate(request).images]
+
+
+def shape_colour(image: Image.Image, background: str) -> np.ndarray | None:
+    """Mean RGB of the pixels more than 80 away from ``background`` (None when fewer than 20: no shape)."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3)
+    shape = pixels[np.linalg.norm(pixels - np.asarray(COLOURS.get(background).rgb, np.float64), axis=1) > 80]
+    return shape.mean(0) if len(shape) >= 20 else None
+
+
+def distance(colour: np.ndarray | None, rgb: tuple[int, int, int]) -> float:
+    return float("inf") if colour is None else float(np.linalg.norm(colour - np.asarray(rgb, np.float64)))
+
+
+def nearest(colour: np.ndarray | None, extra: str, rgb: tuple[int, int, int]) -> str | None:
+    """The name of the palette colour or of ``extra`` (at ``rgb``) nearest to ``colour``."""
+    if colour is None:
+        return None
+    candidates = {name: COLOURS.get(name).rgb for name in COLOURS.names()} | {extra: rgb}
+    return min(candidates, key=lambda name: distance(colour, candidates[name]))
+
+
+def colours(images: list[Image.Image], background: str) -> list[np.ndarray | None]:
+    return [shape_colour(image, background) for image in images]
+
+
+@pytest.mark.parametrize(("prompt", "named", "background"), [
+    ("a red circle on a white background", "red", "white"),
+    ("large green star, black background", "green", "black"),
+])
+def test_lora_paints_the_shape_teal_and_its_weight_scales_the_effect(
+        toy: Engine, prompt: str, named: str, background: str) -> None:
+    """At weight 1 every shape's nearest colour is teal (measured distance 52-71 against 104-254 without
+    the LoRA); without the tag the shape has the colour the prompt names; the shape moves away from that
+    colour as the weight grows 0 -> 0.5 -> 1 (at 0.5 a green shape lands nearer teal than at 1, which
+    overshoots towards cyan, so the distance from the named colour is the monotonic measure)."""
+    full = colours(generate(toy, f"{prompt} <lora:toy-teal:1>"), background)
+    half = colours(generate(toy, f"{prompt} <lora:toy-teal:0.5>"), background)
+    none = colours(generate(toy, prompt), background)
+    assert sum(nearest(c, "teal", TEAL) == "teal" for c in full) >= BATCH - SLACK
+    assert sum(nearest(c, "teal", TEAL) == named for c in none) >= BATCH - SLACK
+    own = COLOURS.get(named).rgb
+    away = {k: np.mean([distance(c, own) for c in v]) for k, v in (("none", none), ("half", half), ("full", full))}
+    assert away["none"] < away["half"] < away["full"], away
+
+
+def test_lora_at_weight_zero_changes_nothing(toy: Engine) -> None:
+    prompt = "a yellow square on a blue background"
+    with_tag = generate(toy, f"{prompt} <lora:toy-teal:0>")
+    without = generate(toy, prompt)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(with_tag, without, strict=True))
+
+
+@pytest.mark.parametrize(("prompt", "background"), [
+    ("a toypink square on a blue background", "blue"),
+    ("large toypink star, black background", "black"),
+])
+def test_embedding_trigger_yields_its_colour(toy: Engine, bare: Engine, prompt: str, background: str) -> None:
+    """With ``embeddings/toypink.safetensors`` the trigger draws pink shapes; without the file the same
+    prompt (the trigger then is plain, untrained text) draws none that are pink."""
+    result = toy.generate(GenerationRequest(prompt=prompt, seed=100, sampler="Euler a", steps=20, cfg_scale=7.0))
+    assert "TI: toypink" in result.images[0].infotext
+    learned = [distance(c, PINK) for c in colours(generate(toy, prompt), background)]
+    plain = [distance(c, PINK) for c in colours(generate(bare, prompt), background)]
+    assert sum(d < NEAR for d in learned) >= BATCH - SLACK, learned
+    assert sum(d > NEAR for d in plain) >= BATCH - SLACK, plain
