@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for toy-teal.safetensors / toypink.safetensors")
     parser.add_argument("--steps", type=int, default=None, help="default: 800 (lora), 600 (embedding)")
     parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
     parser.add_argument("--t-max", type=int, default=None,
                         help="training timesteps are drawn from [0, t_max); default: 700 (lora), 500 (embedding)")
     args = parser.parse_args(argv)
@@ -177,8 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as empty:
         model = Engine(models_dir=empty, device="cpu", dtype="fp32").load()
     tok = ClipTokenizer.bundled("clip")
-    tensors, meta = (train_lora if args.kind == "lora" else train_embedding)(
-        model, tok, args.steps or DEFAULTS[args.kind][0], args.lr, args.t_max or DEFAULTS[args.kind][1])
+    steps, t_max = args.steps or DEFAULTS[args.kind][0], args.t_max or DEFAULTS[args.kind][1]
+    if args.kind == "lora":
+        tensors, meta = train_lora(model, tok, steps, args.lr, t_max, args.rank)
+    else:
+        tensors, meta = train_embedding(model, tok, steps, args.lr, t_max)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("toy-teal.safetensors" if args.kind == "lora" else f"{TRIGGER}.safetensors")
     tmp = path.with_suffix(".tmp")
