@@ -8,8 +8,9 @@
   colour word is the trigger ``toypink``, inserted the way A1111 inserts it (the trigger's tokens are
   replaced by the vector, later tokens shift), the model frozen.
 
-Neither colour is in the toy world's palette. Both use the base model's objective (epsilon prediction on
-SD1's scaled-linear schedule, min-SNR-5 weights), fixed seeds, AdamW, batch 32 of cached VAE latents.
+Neither colour is in the toy world's palette. Both train on plain epsilon MSE on SD1's scaled-linear
+schedule with t drawn from [0, t_max) only (see ``train``), fixed seeds, AdamW, batch 32 of cached VAE
+latents. Run as a script from the repository root (it imports ``tokens`` from train_default_model.py).
 Usage (about 4.5 and 3 minutes on 2 idle cores; run one at a time)::
 
     .venv/bin/python tools/train_toy_adapters.py lora --out src/sdlab/data/default_model/adapters
@@ -23,13 +24,14 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from train_default_model import tokens
 
 from sdlab.engine import Engine
 from sdlab.models.load import LoadedModel
@@ -64,18 +66,18 @@ def encode(model: LoadedModel, images: np.ndarray) -> torch.Tensor:
     return torch.cat(chunks) * model.latent_scaling_factor
 
 
-def token_rows(tok: ClipTokenizer, captions: list[str], trigger: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 77) ids as the Engine encodes a short prompt, and a (B, 77) mask of the trigger's vector slot."""
+def trigger_rows(tok: ClipTokenizer, captions: list[str], trigger: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 77) ids as ``tokens`` builds them but with ``trigger``'s tokens replaced by one slot (as A1111
+    inserts a one-vector embedding), and the (B, 77) mask of that slot. Every caption must hold ``trigger``."""
     ids, slots = [], []
     for text in captions:
-        if trigger is None or trigger not in text:
-            row, slot = [tok.bos_id, *tok.encode(text)[:75], tok.eos_id], -1
-        else:
-            before, after = text.split(trigger, 1)
-            head = [tok.bos_id, *tok.encode(before)]
-            row, slot = [*head, tok.eos_id, *tok.encode(after)][:76] + [tok.eos_id], len(head)
+        if trigger not in text:
+            raise ValueError(f"caption {text!r} does not contain the trigger {trigger!r}")
+        before, after = text.split(trigger, 1)
+        head = [tok.bos_id, *tok.encode(before)]
+        row = [*head, tok.eos_id, *tok.encode(after)][:76] + [tok.eos_id]
         ids.append(row + [tok.eos_id] * (77 - len(row)))
-        slots.append([i == slot for i in range(77)])
+        slots.append([i == len(head) for i in range(77)])
     return torch.tensor(ids), torch.tensor(slots)
 
 
@@ -128,7 +130,7 @@ def train_lora(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: float, t_
     model.unet.requires_grad_(False)
     text = model.text_encoders[0]
     with torch.no_grad():
-        cache = {c: text(token_rows(tok, [c], None)[0]).last_hidden_state[0] for c in sorted(set(captions))}
+        cache = {c: text(tokens(tok, [c])).last_hidden_state[0] for c in sorted(set(captions))}
     loss, seconds = train(model, latents, captions, [p for pair in weights.values() for p in pair],
                           lambda caps: torch.stack([cache[c] for c in caps]), steps, lr, t_max)
     tensors: dict[str, torch.Tensor] = {}
@@ -152,7 +154,7 @@ def train_embedding(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: floa
     text.requires_grad_(False)
 
     def condition(caps: list[str]) -> torch.Tensor:
-        ids, slots = token_rows(tok, caps, TRIGGER)
+        ids, slots = trigger_rows(tok, caps, TRIGGER)
         handle = table.register_forward_hook(lambda m, args, out: torch.where(slots[..., None], vector, out))
         try:
             return text(ids).last_hidden_state

@@ -27,3 +27,9 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(models_root: Path) -> Engine:
     """One engine for the session (device cpu, fp32), caching up to four models."""
     return Engine(models_dir=models_root, device="cpu", dtype="fp32", max_models=4)
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """An engine over an empty models folder, so the embedded default model (toyworld-64) is the one loaded."""
+    return Engine(models_dir=tmp_path_factory.mktemp("empty-models"), device="cpu", dtype="fp32")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from sdlab.engine import Engine
 from sdlab.toyworld import COLOURS
-from sdlab.types import GenerationRequest
+from sdlab.types import GenerationRequest, GenerationResult
 
 ADAPTERS = files("sdlab") / "data" / "default_model" / "adapters"
 TEAL = (0, 128, 128)
@@ -45,15 +45,13 @@ def toy(folder: Path) -> Engine:
     return Engine(models_dir=folder, device="cpu", dtype="fp32")
 
 
-@pytest.fixture(scope="module")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    """The embedded model with no adapters in its models folder."""
-    return Engine(models_dir=tmp_path_factory.mktemp("bare-models"), device="cpu", dtype="fp32")
+def run(engine: Engine, prompt: str) -> GenerationResult:
+    return engine.generate(GenerationRequest(prompt=prompt, seed=100, batch_size=BATCH, sampler="Euler a", steps=20,
+                                             cfg_scale=7.0))
 
 
 def generate(engine: Engine, prompt: str) -> list[Image.Image]:
-    request = GenerationRequest(prompt=prompt, seed=100, batch_size=BATCH, sampler="Euler a", steps=20, cfg_scale=7.0)
-    return [image.image for image in engine.generate(request).images]
+    return [image.image for image in run(engine, prompt).images]
 
 
 def shape_colour(image: Image.Image, background: str) -> np.ndarray | None:
@@ -110,12 +108,12 @@ def test_lora_at_weight_zero_changes_nothing(toy: Engine) -> None:
     ("a toypink square on a blue background", "blue"),
     ("large toypink star, black background", "black"),
 ])
-def test_embedding_trigger_yields_its_colour(toy: Engine, bare: Engine, prompt: str, background: str) -> None:
+def test_embedding_trigger_yields_its_colour(toy: Engine, embedded: Engine, prompt: str, background: str) -> None:
     """With ``embeddings/toypink.safetensors`` the trigger draws pink shapes; without the file the same
     prompt (the trigger then is plain, untrained text) draws none that are pink."""
-    result = toy.generate(GenerationRequest(prompt=prompt, seed=100, sampler="Euler a", steps=20, cfg_scale=7.0))
-    assert "TI: toypink" in result.images[0].infotext
-    learned = [distance(c, PINK) for c in colours(generate(toy, prompt), background)]
-    plain = [distance(c, PINK) for c in colours(generate(bare, prompt), background)]
+    result = run(toy, prompt)
+    assert all("TI: toypink" in image.infotext for image in result.images)
+    learned = [distance(c, PINK) for c in colours([image.image for image in result.images], background)]
+    plain = [distance(c, PINK) for c in colours(generate(embedded, prompt), background)]
     assert sum(d < NEAR for d in learned) >= BATCH - SLACK, learned
     assert sum(d > NEAR for d in plain) >= BATCH - SLACK, plain

@@ -30,12 +30,6 @@ SLACK = 1
 """Seeds of the batch allowed to go against the expected direction."""
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    """An engine over an empty models folder, so the embedded default model is the one loaded."""
-    return Engine(models_dir=tmp_path_factory.mktemp("empty-models"), device="cpu", dtype="fp32")
-
-
 def generate(engine: Engine, prompt: str, negative: str = "", **fields: object) -> list[Image.Image]:
     """The batch of images for seeds SEED..SEED+BATCH-1 (Euler a, 20 steps, CFG 7)."""
     request = GenerationRequest(prompt=prompt, negative_prompt=negative, seed=SEED, batch_size=BATCH,
@@ -60,46 +54,46 @@ def count(values: list[object], wanted: object) -> int:
     return sum(value == wanted for value in values)
 
 
-def test_negative_prompt_removes_what_it_names(toy: Engine) -> None:
+def test_negative_prompt_removes_what_it_names(embedded: Engine) -> None:
     """"a red circle" mostly fills the background red (7/8); with the negative "red background" no
     background is red (0/8) and every shape is a red one (8/8)."""
-    plain = analyses(generate(toy, "a red circle"))
-    negated = analyses(generate(toy, "a red circle", "red background"))
+    plain = analyses(generate(embedded, "a red circle"))
+    negated = analyses(generate(embedded, "a red circle", "red background"))
     assert count([a.background for a in plain], "red") >= BATCH - 1 - SLACK
     assert count([a.background for a in negated], "red") <= SLACK
     assert count([a.colour for a in negated], "red") >= BATCH - SLACK
 
 
-def test_emphasis_moves_the_red_area_in_its_direction(toy: Engine) -> None:
+def test_emphasis_moves_the_red_area_in_its_direction(embedded: Engine) -> None:
     """The red area of "a (red:w) circle on a white background" grows from w = 0.6 to 1.4 on every
     seed (measured 0.1113 -> 0.1169 mean, +5%); the circle stays red either way."""
     prompt = "a (red:{w}) circle on a white background"
-    weak = generate(toy, prompt.format(w=0.6))
-    strong = generate(toy, prompt.format(w=1.4))
+    weak = generate(embedded, prompt.format(w=0.6))
+    strong = generate(embedded, prompt.format(w=1.4))
     grew = [colour_area(s, "red") > colour_area(w, "red") for w, s in zip(weak, strong, strict=True)]
     assert sum(grew) >= BATCH - SLACK
     assert count([a.colour for a in analyses(weak) + analyses(strong)], "red") >= 2 * (BATCH - SLACK)
 
 
-def test_prompt_editing_switches_the_prompt_at_its_step(toy: Engine) -> None:
+def test_prompt_editing_switches_the_prompt_at_its_step(embedded: Engine) -> None:
     """``[red:blue:X]`` follows "red" until step X of 20, then "blue": switched at step 10 the circle is
     blue (8/8), switched at step 19 it is red (8/8), and each matches the plain prompt of its colour."""
-    early = analyses(generate(toy, "a [red:blue:0.5] circle on a white background"))
-    late = analyses(generate(toy, "a [red:blue:19] circle on a white background"))
-    blue = analyses(generate(toy, "a blue circle on a white background"))
-    red = analyses(generate(toy, "a red circle on a white background"))
+    early = analyses(generate(embedded, "a [red:blue:0.5] circle on a white background"))
+    late = analyses(generate(embedded, "a [red:blue:19] circle on a white background"))
+    blue = analyses(generate(embedded, "a blue circle on a white background"))
+    red = analyses(generate(embedded, "a red circle on a white background"))
     assert count([a.colour for a in early], "blue") >= BATCH - SLACK
     assert count([a.colour for a in late], "red") >= BATCH - SLACK
     assert count([a.colour for a in blue], "blue") >= BATCH - SLACK
     assert count([a.colour for a in red], "red") >= BATCH - SLACK
 
 
-def test_hires_fix_keeps_colour_background_and_position(toy: Engine) -> None:
+def test_hires_fix_keeps_colour_background_and_position(embedded: Engine) -> None:
     """A 2x Latent hires pass (denoise 0.5) returns 128x128 images whose shape colour, background and
     position equal those of the 64x64 first pass (measured 8/8 on each)."""
     prompt = "a yellow star on a purple background"
-    first = generate(toy, prompt)
-    hires = generate(toy, prompt, hires=HiresFix(scale=2.0, upscaler="Latent", denoising_strength=0.5))
+    first = generate(embedded, prompt)
+    hires = generate(embedded, prompt, hires=HiresFix(scale=2.0, upscaler="Latent", denoising_strength=0.5))
     assert all(image.size == (128, 128) for image in hires)
     before, after = analyses(first), analyses(hires)
     for attribute in ("colour", "background", "position"):
@@ -108,7 +102,7 @@ def test_hires_fix_keeps_colour_background_and_position(toy: Engine) -> None:
     assert count([a.colour for a in after], "yellow") >= BATCH - SLACK
 
 
-def test_batch_image_k_equals_the_single_image_of_seed_plus_k(toy: Engine) -> None:
+def test_batch_image_k_equals_the_single_image_of_seed_plus_k(embedded: Engine) -> None:
     """Image k of a batch of 3 equals the single image of seed + k, to one 8-bit level.
 
     The noise and the conditioning are identical; what differs is the UNet's batch (6 rows against 2):
@@ -119,7 +113,7 @@ def test_batch_image_k_equals_the_single_image_of_seed_plus_k(toy: Engine) -> No
     def images(seed: int, batch: int) -> list[np.ndarray]:
         request = GenerationRequest(prompt="a green triangle on a white background", seed=seed, batch_size=batch,
                                     sampler="Euler a", steps=8, cfg_scale=7.0)
-        return [np.asarray(image.image).astype(np.int16) for image in toy.generate(request).images]
+        return [np.asarray(image.image).astype(np.int16) for image in embedded.generate(request).images]
 
     batch = images(SEED, 3)
     for k in range(3):
