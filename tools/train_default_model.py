@@ -321,10 +321,30 @@ def snapshot(unet, text, vae, step: int, arch: str) -> dict[str, Any]:
     }
 
 
-def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: Path) -> None:
+def seed_from_checkpoint(path: Path, r: Recipe, workdir: Path) -> dict[str, torch.Tensor]:
+    """Start a run from a shipped checkpoint: write its VAE as ``vae.pt`` (VAE phase done) and return
+    its text encoder's state. The UNet still starts from scratch (it may have another ``--arch``).
+
+    The shipped VAE carries the fine-tuned decoder and the unchanged encoder, so latents match the run
+    that produced it.
+    """
+    from sdlab.models.load import load_checkpoint
+
+    model = load_checkpoint(path)
+    if not (workdir / "vae.pt").exists():
+        save_atomic({"vae": model.vae.state_dict(), "cycles_done": len(r.vae_cycles), "final_loss": None,
+                     "seconds": 0.0, "seeded_from": str(path)}, workdir / "vae.pt")
+        log(f"VAE taken from {path}")
+    return model.text_encoders[0].state_dict()
+
+
+def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: Path,
+               text_init: dict[str, torch.Tensor] | None = None) -> None:
     ckpt_path = workdir / "ckpt.pt"
     torch.manual_seed(SEED + 2)
     unet, text = build("unet", unet_config(r.arch)), build("text", text_config())
+    if text_init is not None:
+        text.load_state_dict(text_init, strict=False)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=r.unet_lr, weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
@@ -445,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--x0-weight-from", type=int, default=None,
                     help="from this UNet step on, weight high-noise steps like an x0 loss (clamp(1/snr, 1, 20))")
     ap.add_argument("--arch", choices=tuple(UNET_ARCHS), default="v1", help="UNet architecture")
+    ap.add_argument("--init-from", type=Path, help="take the VAE and text encoder of this checkpoint "
+                    "(e.g. the shipped toyworld-64.safetensors); the UNet starts from scratch")
     ap.add_argument("--bench", action="store_true", help="time a few steps and exit")
     ap.add_argument("--export", type=Path, help="write an A1111 single-file checkpoint from a snapshot and exit")
     ap.add_argument("--snapshot", type=Path, help="snapshot to export (default: WORKDIR/ema_latest.pt)")
@@ -463,10 +485,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.decoder:
         return train_decoder(r, args.workdir)
     log(f"recipe {asdict(r)}")
+    text_init = seed_from_checkpoint(args.init_from, r, args.workdir) if args.init_from else None
     vae = train_vae(r, args.workdir)
     vae.requires_grad_(False)
     data = cache_latents(vae, r, args.workdir)
-    train_unet(vae, data, r, args.workdir)
+    train_unet(vae, data, r, args.workdir, text_init)
 
 
 if __name__ == "__main__":
