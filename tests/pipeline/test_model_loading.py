@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers.tiny_checkpoints import make_tiny_checkpoint  # noqa: E402
 
+from sdlab.errors import UnsupportedModelError  # noqa: E402
+from sdlab.models.files import HashCache  # noqa: E402
 from sdlab.models.load import load_checkpoint, sd_alphas_cumprod  # noqa: E402
 
 
@@ -38,6 +41,27 @@ def test_sd1_round_trip_non_standard_sizes(tmp_path: Path) -> None:
     assert_same_tensors(tiny.unet, loaded.unet)
     assert_same_tensors(tiny.vae, loaded.vae)
     assert_same_tensors(tiny.text_encoders[0], loaded.text_encoders[0])
+
+
+def test_hash_computed_during_the_load_is_the_files_sha256_and_fills_the_cache(tmp_path: Path) -> None:
+    """The hash runs on a thread beside the load; its result is the file's SHA-256 and lands in the cache."""
+    tiny = make_tiny_checkpoint(tmp_path / "tiny.safetensors", "sd1")
+    cache = HashCache()
+    loaded = load_checkpoint(tiny.path, hash_cache=cache)
+    assert loaded.hashes.sha256 == hashlib.sha256(tiny.path.read_bytes()).hexdigest()
+    assert len(cache) == 1 and cache.hashes(tiny.path) == loaded.hashes
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_before_it_is_hashed(tmp_path: Path) -> None:
+    tiny = make_tiny_checkpoint(tmp_path / "tiny.safetensors", "sd1")
+    from safetensors.torch import load_file, save_file
+
+    lora = {k: v for k, v in load_file(tiny.path).items() if not k.startswith("first_stage_model.")}
+    save_file(lora, tmp_path / "no-vae.safetensors")
+    cache = HashCache()
+    with pytest.raises(UnsupportedModelError, match="no VAE"):
+        load_checkpoint(tmp_path / "no-vae.safetensors", hash_cache=cache)
+    assert len(cache) == 0
 
 
 def test_sd1_loaded_modules_compute_like_the_originals(tmp_path: Path) -> None:

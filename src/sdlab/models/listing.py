@@ -47,5 +47,5 @@ def list_checkpoints(
     Hashing reads each file once (full SHA-256); pass a long-lived ``hashes`` cache to reuse results
     for unchanged files, or ``compute_hashes=False`` to skip hashing.
     """
-    cache = (hashes or HashCache()) if compute_hashes else None
+    cache = (hashes if hashes is not None else HashCache()) if compute_hashes else None
     return [checkpoint_info(models, p, cache) for p in list_models(models, "checkpoint")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -254,6 +255,18 @@ def _finish(detection: Detection, unet: torch.nn.Module, dtype: torch.dtype, dev
     return detection, torch.nn.Module.to(unet, device=device, dtype=dtype)
 
 
+def hash_in_background(cache: HashCache, path: Path) -> Future[FileHashes]:
+    """Start hashing ``path`` on its own thread (hashlib releases the GIL), to overlap the load.
+
+    The thread is not joined on error: it finishes reading the file and fills ``cache``, nothing more.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdlab-hash")
+    try:
+        return pool.submit(cache.hashes, path)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -278,6 +291,8 @@ def load_checkpoint(
     if not vae_shapes:
         raise UnsupportedModelError(f"{p}: the checkpoint has no VAE (first_stage_model.*); pass a VAE file")
     configs = derive_configs(shapes, family, UNET_PREFIX, VAE_PREFIX, vae_shapes=vae_shapes)
+    # the file is a checkpoint (detection passed): hash it beside the load
+    hashing = hash_in_background(hash_cache if hash_cache is not None else HashCache(), p)
     sd = open_state_dict(p)
     unet_dtype = torch.float32 if detection.prediction_type is None else dtype
     detection, unet = _finish(detection, _load_unet(sd, configs.unet, unet_dtype), dtype, device)
@@ -285,7 +300,7 @@ def load_checkpoint(
     vae = build_vae(_vae_state(vae_sd, configs.vae), configs.vae, dtype).to(device)
     texts = tuple(m.to(device) for m in load_text_encoders(sd, family, configs.text_encoders, dtype))
     del sd, vae_sd
-    hashes = (hash_cache or HashCache()).hashes(p)
+    hashes = hashing.result()
     return _loaded(detection, unet, vae, texts, configs, family, p, hashes, Path(vae_path) if vae_path else None)
 
 

@@ -144,7 +144,7 @@ def resolve_model(models: ModelsDir, kind: str, name: str, *, hashes: HashCache 
     base, files = models.folder(kind), list_models(models, kind)
     title = _TITLE.match(name.strip())
     found = _by_name(title.group("name") if title else name, files, base)
-    hashes = hashes or HashCache()
+    hashes = hashes if hashes is not None else HashCache()
     if title:  # the hash decides; the name alone only when no file has that hash (file changed)
         digest = title.group("hash")
         by_hash = [p for p in found if _hash_matches(p, digest, hashes)]
