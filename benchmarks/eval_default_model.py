@@ -90,14 +90,15 @@ def load_modules(checkpoint: Path | None, snapshot: Path | None) -> tuple[torch.
     return m.unet, m.vae, m.text_encoders[0]
 
 
-def engine_generate(checkpoint: Path | None) -> Callable[[str, int, int, float], Image.Image]:
-    """``generate(prompt, seed, steps, cfg) -> PIL.Image``: sdlab's Engine, Euler a, 64x64, A1111 semantics."""
+def engine_generate(checkpoint: Path | None, dtype: str = "fp32") -> Callable[[str, int, int, float], Image.Image]:
+    """``generate(prompt, seed, steps, cfg) -> PIL.Image``: sdlab's Engine in ``dtype``, Euler a, 64x64,
+    A1111 semantics."""
     import tempfile
 
     from sdlab.engine import Engine
     from sdlab.types import GenerationRequest
 
-    engine = Engine(models_dir=tempfile.mkdtemp(prefix="sdlab-eval-"), device="cpu", dtype="fp32")
+    engine = Engine(models_dir=tempfile.mkdtemp(prefix="sdlab-eval-"), device="cpu", dtype=dtype)
     model = str(checkpoint or DEFAULT_CHECKPOINT)
 
     def generate(prompt: str, seed: int, steps: int, cfg: float) -> Image.Image:
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot", type=Path, help="a training snapshot (tools/train_default_model.py) instead")
     ap.add_argument("--backend", choices=("engine", "diffusers"), default="engine",
                     help="engine: sdlab.Engine (A1111 sampling; default); diffusers: StableDiffusionPipeline")
+    ap.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="Engine dtype (engine backend)")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts of each group")
     ap.add_argument("--settings", default="all", choices=("all", "main"), help="'main': 20 steps CFG 7 only")
     ap.add_argument("--sheet", type=Path, help="write a contact sheet of the 20-step CFG 7 images here")
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.snapshot or args.backend == "diffusers":
         generate = diffusers_generate(*load_modules(args.checkpoint, args.snapshot))
     else:
-        generate = engine_generate(args.checkpoint)
+        generate = engine_generate(args.checkpoint, args.dtype)
     cols = (*SCORED, "size", "mean", "all")
     for i, (steps, cfg) in enumerate(SETTINGS if args.settings == "all" else SETTINGS[:1]):
         res, images = score(generate, cases, steps, cfg)
