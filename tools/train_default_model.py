@@ -67,6 +67,7 @@ class Recipe:
     arch: str = "v1"
     x0_weight_from: int | None = None
     x0_weight_max: float = 20.0
+    freeze_text: bool = False
     ema_decay: float = 0.999
     save_every_s: float = 300.0
     snapshot_every: int = 1000
@@ -345,7 +346,9 @@ def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: P
     unet, text = build("unet", unet_config(r.arch)), build("text", text_config())
     if text_init is not None:
         text.load_state_dict(text_init, strict=False)
-    params = list(unet.parameters()) + list(text.parameters())
+    if r.freeze_text:  # keep the (random or given) token features fixed: position words stay distinct
+        text.requires_grad_(False)
+    params = [p for p in (*unet.parameters(), *text.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=r.unet_lr, weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
     step, seconds = 0, 0.0
@@ -361,7 +364,8 @@ def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: P
     tok = tokenizer()
     acp = alphas_cumprod()
     lat, scenes = data["latents"], data["scenes"]
-    ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
+    ema_params = [e for e, p in zip((*ema_unet.parameters(), *ema_text.parameters()),
+                                    (*unet.parameters(), *text.parameters())) if p.requires_grad]
     unet.train(); text.train()
     start_step = step
     t_last_save, t_start, run = time.time(), time.time(), None
@@ -467,13 +471,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--arch", choices=tuple(UNET_ARCHS), default="v1", help="UNet architecture")
     ap.add_argument("--init-from", type=Path, help="take the VAE and text encoder of this checkpoint "
                     "(e.g. the shipped toyworld-64.safetensors); the UNet starts from scratch")
+    ap.add_argument("--freeze-text", action="store_true", help="do not train the text encoder (random init "
+                    "unless --init-from): its features for position words cannot collapse")
     ap.add_argument("--bench", action="store_true", help="time a few steps and exit")
     ap.add_argument("--export", type=Path, help="write an A1111 single-file checkpoint from a snapshot and exit")
     ap.add_argument("--snapshot", type=Path, help="snapshot to export (default: WORKDIR/ema_latest.pt)")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "1")))
     r = replace(Recipe(), unet_steps=args.unet_steps, decoder_steps=args.decoder_steps,
-                x0_weight_from=args.x0_weight_from, arch=args.arch)
+                x0_weight_from=args.x0_weight_from, arch=args.arch,
+                freeze_text=args.freeze_text)
     if args.bench:
         return bench(r)
     if args.export:
