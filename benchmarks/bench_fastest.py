@@ -45,6 +45,7 @@ from suite import (  # noqa: E402  (benchmarks/suite.py)
     build_checkpoint,
     diffusers_config_dir,
     machine,
+    module_groups,
     shared_pipeline,
     timed,
 )
@@ -98,10 +99,6 @@ def measure(fn: Callable[[], Any], groups: dict[str, list[torch.nn.Module]], dev
     return {"seconds": seconds, **{f"{k}_s": v for k, v in clock.seconds.items()}, "peak_rss": rss.peak}, out
 
 
-def groups_of(model: Any) -> dict[str, list[torch.nn.Module]]:
-    return {"unet": [model.unet], "text": list(model.text_encoders), "vae": [model.vae.decoder, model.vae.post_quant_conv]}
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cpu")
     path = build_checkpoint(args.family, args.cache_dir, args.smoke)
@@ -118,11 +115,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         prompt = f"{PROMPT} {r}"
         gen = torch.Generator().manual_seed(1)
         row, _ = measure(lambda: pipe(prompt, negative_prompt=NEGATIVE, height=size, width=size,  # noqa: B023
-                                      num_inference_steps=args.steps, guidance_scale=7.0, generator=gen), groups_of(reference), device)
+                                      num_inference_steps=args.steps, guidance_scale=7.0, generator=gen), module_groups(reference), device)
         rows["diffusers"].append(row)
         gc.collect()
         for name in args.configs:
-            row, result = measure(lambda: engines[name].generate(request.replace(prompt=prompt)), groups_of(models[name]), device)  # noqa: B023
+            row, result = measure(lambda: engines[name].generate(request.replace(prompt=prompt)), module_groups(models[name]), device)  # noqa: B023
             rows[name].append(row)
             images[name] = np.asarray(result.images[0].image)
             gc.collect()

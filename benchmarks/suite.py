@@ -368,12 +368,17 @@ def bench_unet_step(model: LoadedModel, family: str, cfg: SuiteConfig, peak: flo
             "flops_per_step": flops, "achieved_flops_per_s": achieved, "fraction_of_matmul_peak": round(achieved / peak, 3)}, reference
 
 
+def module_groups(model: LoadedModel) -> dict[str, list[torch.nn.Module]]:
+    """The modules a whole image spends its time in, for ``ModuleClock``: UNet, text encoders, VAE decode."""
+    return {"unet": [model.unet], "text": list(model.text_encoders), "vae": [model.vae.decoder, model.vae.post_quant_conv]}
+
+
 def bench_image(engine: Engine, model: LoadedModel, family: str, path: Path, pipe: Any, cfg: SuiteConfig) -> dict[str, Any]:
     """A whole image each way: wall time, time inside UNet / text encoders / VAE, the rest per step, peak RSS."""
     device = torch.device(cfg.device)
     size = SIZES[family] if model.vae_scale_factor == 8 else 64
     steps = cfg.steps[family]
-    groups = {"unet": [model.unet], "text": list(model.text_encoders), "vae": [model.vae.decoder, model.vae.post_quant_conv]}
+    groups = module_groups(model)
     request = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, width=size, height=size, steps=steps,
                                 sampler="Euler", cfg_scale=7.0, seed=1, model=path.stem)
     results: dict[str, list[dict[str, float]]] = {"sdlab": [], "diffusers": []}
