@@ -26,7 +26,7 @@ from sdlab.models.adapters.embeddings import EmbeddingLookup, lookup_for_folder,
 from sdlab.models.files import HashCache, read_header
 from sdlab.models.listing import CheckpointInfo, list_checkpoints
 from sdlab.models.load import LoadedModel, load_checkpoint
-from sdlab.models.paths import ModelsDir, choose_models_dir, list_models, resolve_model
+from sdlab.models.paths import ModelsDir, choose_models_dir, hash_store_path, list_models, resolve_model
 from sdlab.outputs import SavedImage, read_infotext, save_image
 from sdlab.pipeline.hires import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
 from sdlab.pipeline.img2img import img2img
@@ -119,7 +119,8 @@ def _pass_fields(known: Mapping[str, object], unknown: Mapping[str, object]) -> 
             sampler=known.get("hr_sampler"), schedule_type=known.get("hr_scheduler"),  # type: ignore[arg-type]
         )
     if known.get("refiner_checkpoint"):
-        out["refiner"] = RefinerSpec(str(known["refiner_checkpoint"]), float(known.get("refiner_switch_at", 0.8)))  # type: ignore[arg-type]
+        out["refiner"] = RefinerSpec(str(known["refiner_checkpoint"]), float(known.get("refiner_switch_at", 0.8)),  # type: ignore[arg-type]
+                                     by_sampling_steps=known.get("refiner_switch_by_sampling_steps") is True)
     post = PostSteps(face_restoration=known.get("face_restoration") or None,  # type: ignore[arg-type]
                      upscaler=unknown.get("Postprocess upscaler") or None,  # type: ignore[arg-type]
                      upscale_by=float(unknown.get("Postprocess upscale by", 2.0)))  # type: ignore[arg-type]
@@ -136,6 +137,8 @@ class Engine:
     ``perf``: performance knobs applied at model load (:class:`~sdlab.pipeline.perf.PerfSettings`; the
     default changes nothing). ``perf.max_cache_bytes`` additionally bounds the cache by bytes of weights:
     least recently used models are dropped until the cache fits (the newest model always stays).
+    ``persist_hashes``: keep file hashes across processes in ``<models_dir>/.sdlab-hashes.json`` (A1111
+    keeps them in its ``cache.json``), so a new process does not hash a multi-GB checkpoint again.
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class Engine:
         max_models: int = 1,
         env: Mapping[str, str] | None = None,
         perf: PerfSettings | None = None,
+        persist_hashes: bool = False,
     ) -> None:
         self.models_dir: ModelsDir = choose_models_dir(models_dir, os.environ if env is None else env, os.getcwd())
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -154,7 +158,7 @@ class Engine:
         self.max_models = max(1, max_models)
         self.perf = perf or PerfSettings()
         self.perf.check_device(self.device)
-        self.hashes = HashCache()
+        self.hashes = HashCache(hash_store_path(self.models_dir) if persist_hashes else None)
         self._models: OrderedDict[_ModelKey, _ModelState] = OrderedDict()
         self._tokenizers: dict[str, ClipTokenizer] = {}
         self._lock = threading.RLock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,25 @@ def test_console_script_runs_as_a_subprocess(models_root: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("sdlab: error:") and "nope" in proc.stderr
+
+
+def test_hashes_persist_in_the_models_folder_between_runs(models_root: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "models"
+    (root / "Stable-diffusion").mkdir(parents=True)
+    target = root / "Stable-diffusion" / "tiny-sd1.safetensors"
+    shutil.copyfile(models_root / "Stable-diffusion/tiny-sd1.safetensors", target)
+    store = root / ".sdlab-hashes.json"
+    assert run(root, "--no-hash-cache", "txt2img", "x", *TINY, "--out", str(tmp_path / "a")) == 0
+    assert not store.exists()
+    assert run(root, "txt2img", "x", *TINY, "--out", str(tmp_path / "b")) == 0
+    capsys.readouterr()
+    saved = json.loads(store.read_text())["files"]
+    assert [(f["path"], f["sha256"][:10]) for f in saved] == [(str(target.resolve()), sha256_hex(target)[:10])]
+    assert run(root, "models") == 0  # listing ignores the store file and reads the hash from it
+    assert "tiny-sd1" in capsys.readouterr().out
+
+
+def sha256_hex(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

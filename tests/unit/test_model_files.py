@@ -150,3 +150,81 @@ def test_hash_cache_keys_on_size_and_mtime(tmp_path: Path) -> None:
     p.write_bytes(b"two!")
     second = cache.hashes(p)
     assert second.sha256 == hashlib.sha256(b"two!").hexdigest() and len(cache) == 2
+
+
+def test_hash_store_persists_across_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(b"weights" * 1000)
+    store = tmp_path / "hashes.json"
+    first = HashCache(store).hashes(p)
+    assert first.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
+    saved = json.loads(store.read_text())
+    assert saved["format"] == "sdlab-file-hashes" and len(saved["files"]) == 1
+
+    def no_hashing(*_: object, **__: object) -> str:
+        raise AssertionError("hashed again although the store had it")
+
+    monkeypatch.setattr("sdlab.models.files.sha256_file", no_hashing)
+    again = HashCache(store)
+    assert len(again) == 1 and again.hashes(p) == first
+
+
+def test_hash_store_entry_goes_stale_when_the_file_changes(tmp_path: Path) -> None:
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(b"one")
+    store = tmp_path / "hashes.json"
+    HashCache(store).hashes(p)
+    p.write_bytes(b"two!")
+    assert HashCache(store).hashes(p).sha256 == hashlib.sha256(b"two!").hexdigest()
+    files = json.loads(store.read_text())["files"]
+    assert [f["size"] for f in files] == [4]  # one entry per path: the stale one was replaced
+
+
+def test_hash_store_merges_what_other_processes_wrote(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    store = tmp_path / "hashes.json"
+    one, two = HashCache(store), HashCache(store)  # both read the empty store first
+    one.hashes(a)
+    two.hashes(b)
+    assert {Path(f["path"]).name for f in json.loads(store.read_text())["files"]} == {"a.ckpt", "b.ckpt"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not json{", b"\xff\xfe", json.dumps({"format": "other", "files": []}).encode(), b"[1, 2]"],
+)
+def test_corrupt_hash_store_warns_and_is_replaced(tmp_path: Path, content: bytes) -> None:
+    p = tmp_path / "m.pt"
+    p.write_bytes(b"x")
+    store = tmp_path / "hashes.json"
+    store.write_bytes(content)
+    with pytest.warns(UserWarning, match="hash"):
+        cache = HashCache(store)
+    with pytest.warns(UserWarning):
+        assert cache.hashes(p).sha256 == hashlib.sha256(b"x").hexdigest()
+    assert json.loads(store.read_text())["format"] == "sdlab-file-hashes"
+
+
+def test_hash_store_skips_malformed_entries(tmp_path: Path) -> None:
+    p = tmp_path / "m.pt"
+    p.write_bytes(b"x")
+    st = p.stat()
+    good = {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": hashlib.sha256(b"x").hexdigest(), "legacy": "0" * 8}
+    bad = [{**good, "sha256": "nothex"}, {**good, "size": "1"}, {**good, "legacy": None}, "entry", None]
+    store = tmp_path / "hashes.json"
+    store.write_text(json.dumps({"format": "sdlab-file-hashes", "version": 1, "files": [*bad, good]}))
+    cache = HashCache(store)
+    assert len(cache) == 1 and cache.hashes(p).legacy == "0" * 8
+
+
+def test_unwritable_hash_store_only_warns(tmp_path: Path) -> None:
+    p = tmp_path / "m.pt"
+    p.write_bytes(b"x")
+    store = tmp_path / "missing-folder" / "hashes.json"
+    cache = HashCache(store)
+    with pytest.warns(UserWarning, match="cannot write hash cache"):
+        assert cache.hashes(p).sha256 == hashlib.sha256(b"x").hexdigest()
+    assert not store.parent.exists()

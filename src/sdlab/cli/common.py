@@ -56,6 +56,8 @@ def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--offload", default="none", choices=("none", "model", "sequential"), help="CPU offload (GPU only)")
     group.add_argument("--compile", action="store_true", help="torch.compile the UNet (compile time in timings)")
     group.add_argument("--cache-bytes", type=parse_bytes, default=None, help="model cache bound, e.g. 12G (LRU)")
+    group.add_argument("--no-hash-cache", action="store_true",
+                       help="do not keep file hashes in <models-dir>/.sdlab-hashes.json between runs")
     group.add_argument("--max-models", type=int, default=1, help="models kept loaded between requests (default 1)")
 
 
@@ -77,6 +79,6 @@ def make_engine(args: argparse.Namespace) -> Engine:
 
     models_dir = Path(args.models_dir) if args.models_dir else None
     if not hasattr(args, "attention"):  # a parser without the performance group
-        return Engine(models_dir=models_dir, device=args.device, dtype=args.dtype)
+        return Engine(models_dir=models_dir, device=args.device, dtype=args.dtype, persist_hashes=True)
     return Engine(models_dir=models_dir, device=args.device, dtype=args.dtype, perf=perf_settings(args),
-                  max_models=args.max_models)
+                  max_models=args.max_models, persist_hashes=not args.no_hash_cache)

@@ -17,6 +17,8 @@ import math
 import os
 import pickle
 import struct
+import threading
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -288,11 +290,95 @@ class FileHashes:
     legacy: str
 
 
-class HashCache:
-    """Remembers file hashes keyed by (resolved path, size, mtime_ns); an ordinary object, not global."""
+HASH_STORE_FORMAT = "sdlab-file-hashes"
+MAX_HASH_STORE_BYTES = 16 * 1024 * 1024
+_HEX = frozenset("0123456789abcdef")
 
-    def __init__(self) -> None:
-        self._hashes: dict[tuple[str, int, int], FileHashes] = {}
+_HashKey = tuple[str, int, int]
+
+
+def _is_hex(value: object, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and set(value) <= _HEX
+
+
+def _store_entry(item: object) -> tuple[_HashKey, FileHashes] | None:
+    """One valid entry of a hash store, or None (wrong types, bad hex)."""
+    if not isinstance(item, dict):
+        return None
+    path, size, mtime, full, legacy = (item.get(k) for k in ("path", "size", "mtime_ns", "sha256", "legacy"))
+    if not (isinstance(path, str) and type(size) is int and type(mtime) is int):
+        return None
+    if not (_is_hex(full, 64) and _is_hex(legacy, 8)):
+        return None
+    return (path, size, mtime), FileHashes(full, short_hash(full), legacy)
+
+
+def read_hash_store(path: Path) -> dict[_HashKey, FileHashes]:
+    """Entries of the JSON hash store at ``path``; {} if absent. Invalid entries are skipped.
+
+    Raises UnsupportedModelError for a file that is not a hash store (too large, not JSON, wrong format).
+    """
+    try:
+        if path.stat().st_size > MAX_HASH_STORE_BYTES:
+            raise UnsupportedModelError(f"hash cache {path} is over {MAX_HASH_STORE_BYTES} bytes")
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnsupportedModelError(f"hash cache {path} is unreadable: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != HASH_STORE_FORMAT or not isinstance(data.get("files"), list):
+        raise UnsupportedModelError(f"{path} is not an sdlab hash cache (format {HASH_STORE_FORMAT!r})")
+    return dict(e for e in map(_store_entry, data["files"]) if e is not None)
+
+
+def write_hash_store(path: Path, entries: Mapping[_HashKey, FileHashes]) -> None:
+    """Write ``entries`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    files = [
+        {"path": k[0], "size": k[1], "mtime_ns": k[2], "sha256": h.sha256, "legacy": h.legacy}
+        for k, h in sorted(entries.items())
+    ]
+    text = json.dumps({"format": HASH_STORE_FORMAT, "version": 1, "files": files}, indent=1)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, "utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class HashCache:
+    """Remembers file hashes keyed by (resolved path, size, mtime_ns); an ordinary object, not global.
+
+    With ``store`` (a JSON file, like A1111's ``cache.json``) hashes also persist across processes: the
+    store is read once here and rewritten (merged, atomically) after each new hash. A store that cannot
+    be read or written only costs a warning and the hashing time, never the request.
+    """
+
+    def __init__(self, store: str | os.PathLike[str] | None = None) -> None:
+        self._hashes: dict[_HashKey, FileHashes] = {}
+        self.store = Path(store) if store is not None else None
+        self._lock = threading.Lock()
+        if self.store is not None:
+            self._hashes.update(self._read_store())
+
+    def _read_store(self) -> dict[_HashKey, FileHashes]:
+        assert self.store is not None
+        try:
+            return read_hash_store(self.store)
+        except UnsupportedModelError as exc:
+            warnings.warn(f"{exc}; hashes are computed again and the file is replaced", stacklevel=3)
+            return {}
+
+    def _persist(self, key: _HashKey, found: FileHashes) -> None:
+        """Merge ``key`` into the store: keep what other processes wrote, one entry per path."""
+        assert self.store is not None
+        with self._lock:
+            merged = {k: v for k, v in self._read_store().items() if k[0] != key[0]}
+            merged[key] = found
+            try:
+                write_hash_store(self.store, merged)
+            except OSError as exc:
+                warnings.warn(f"cannot write hash cache {self.store}: {exc}", stacklevel=3)
 
     def hashes(self, path: str | os.PathLike[str]) -> FileHashes:
         """Hashes of ``path``, computed once per (path, size, mtime)."""
@@ -304,6 +390,8 @@ class HashCache:
             full = sha256_file(p)
             found = FileHashes(full, short_hash(full), legacy_model_hash(p))
             self._hashes[key] = found
+            if self.store is not None:
+                self._persist(key, found)
         return found
 
     def sha256(self, path: str | os.PathLike[str]) -> str:

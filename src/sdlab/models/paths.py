@@ -75,6 +75,14 @@ def choose_models_dir(
     return ModelsDir(Path(cwd) / "models")
 
 
+HASH_STORE_NAME = ".sdlab-hashes.json"
+
+
+def hash_store_path(models: ModelsDir) -> Path | None:
+    """Where file hashes persist for ``models``: a file in its root; None when the root is no folder."""
+    return models.root / HASH_STORE_NAME if models.root.is_dir() else None
+
+
 def list_models(models: ModelsDir, kind: str) -> list[Path]:
     """Files of ``kind`` under its folder (recursively), sorted by relative path; [] if no folder.
 
