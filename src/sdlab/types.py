@@ -53,10 +53,13 @@ class HiresFix:
 
 @dataclass(frozen=True)
 class RefinerSpec:
-    """An SDXL refiner checkpoint switched in once ``switch_at`` (0..1) of the model timesteps are done."""
+    """An SDXL refiner checkpoint switched in once ``switch_at`` (0..1) of the model timesteps are done;
+    ``by_sampling_steps``: of the pass's denoiser calls instead (A1111's "Switch to refiner by sampling
+    steps" option, its behaviour before v1.7)."""
 
     checkpoint: str
     switch_at: float = 0.8
+    by_sampling_steps: bool = False
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,23 @@ def test_refiner_in_img2img(xl_engine: Engine) -> None:
     refined = xl_engine.generate(request.replace(refiner=RefinerSpec("tiny-refiner", 0.0)))
     assert not np.array_equal(pixels(plain), pixels(refined))
     assert parse_infotext(refined.images[0].infotext)["Refiner switch at"] == "0.0"
+
+
+def test_switch_by_sampling_steps_differs_and_round_trips(xl_engine: Engine, tmp_path) -> None:
+    by_time = xl_engine.generate(BASE.replace(refiner=RefinerSpec("tiny-refiner", 0.5)))
+    by_steps = xl_engine.generate(BASE.replace(refiner=RefinerSpec("tiny-refiner", 0.5, by_sampling_steps=True)))
+    # only the sampling-steps mode writes its key, as A1111 does
+    params = parse_infotext(by_steps.images[0].infotext)
+    assert params["Refiner switch by sampling steps"] == "True" and params["Refiner switch at"] == "0.5"
+    assert "Refiner switch by sampling steps" not in by_time.images[0].infotext
+    never = xl_engine.generate(BASE.replace(refiner=RefinerSpec("tiny-refiner", 1.0, by_sampling_steps=True)))
+    assert np.array_equal(pixels(never), pixels(xl_engine.generate(BASE)))
+    assert "Refiner switch by sampling steps: True" in never.images[0].infotext
+    # at 0.3 of 4 Euler a steps: the call count switches at call 2 (1/4 < 0.3 <= 2/4), the model
+    # timesteps at call 1 (its sigma maps to t ~ 666, ratio ~0.33): different images
+    early_time = pixels(xl_engine.generate(BASE.replace(refiner=RefinerSpec("tiny-refiner", 0.3))))
+    early_steps = pixels(xl_engine.generate(BASE.replace(refiner=RefinerSpec("tiny-refiner", 0.3, by_sampling_steps=True))))
+    assert not np.array_equal(early_time, early_steps)
+    again_request = xl_engine.request_from_image(xl_engine.save(by_steps, tmp_path)[0].path)
+    assert again_request.refiner is not None and again_request.refiner.by_sampling_steps
+    assert np.array_equal(pixels(xl_engine.generate(again_request)), pixels(by_steps))

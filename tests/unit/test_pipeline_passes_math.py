@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -28,7 +30,7 @@ from sdlab.pipeline.inpaint import (
     make_overlay,
     process_mask,
 )
-from sdlab.pipeline.refiner import completed_ratio, should_switch
+from sdlab.pipeline.refiner import RefinerSwitch, completed_ratio, launch_total, should_switch
 from sdlab.pipeline.sampling import PassSpec, pass_steps
 from sdlab.prompt.plan import plan_prompts
 from sdlab.samplers.sigma_model import SigmaModel
@@ -288,3 +290,28 @@ def test_refiner_completed_ratio_by_model_timestep() -> None:
     assert should_switch(sigmas[299:300], sigmas, 0.7)
     assert float(completed_ratio(torch.tensor([499.0]), None)) == 0.5  # timestep samplers pass t
     assert not should_switch(torch.tensor([0.0]), None, 1.0)  # 1.0 never switches
+
+
+def test_refiner_launch_total_as_a1111_launch_sampling() -> None:
+    assert launch_total(20, 0, img2img=False, second_order=False) == 20
+    assert launch_total(20, 0, img2img=False, second_order=True) == 40  # Heun, DPM2, DPM++ SDE...
+    assert launch_total(20, 12, img2img=True, second_order=False) == 13  # t_enc + 1
+    assert launch_total(20, 12, img2img=True, second_order=True) == 26
+
+
+@pytest.mark.parametrize(("total", "switch_at", "first_refined_call"),
+                         [(20, 0.8, 16), (13, 0.5, 7), (40, 0.8, 32), (10, 0.0, 0), (10, 1.0, None)])
+def test_refiner_switch_by_sampling_steps_at_call(total: int, switch_at: float, first_refined_call: int | None) -> None:
+    core = types.SimpleNamespace(step=0, inner="base", cond_at=None, uncond_at=None)
+    used: list[str] = []
+
+    def guided(x: torch.Tensor, sigma: torch.Tensor) -> None:
+        used.append(core.inner)
+        core.step += 1
+
+    switch = RefinerSwitch(guided, core, switch_at, None, lambda: ("refiner", None, None), total_calls=total)
+    for _ in range(total):
+        switch(torch.zeros(1), torch.tensor([999.0]))  # the noise level is ignored in this mode
+    expected = total if first_refined_call is None else first_refined_call
+    assert (used.index("refiner") if "refiner" in used else total) == expected
+    assert used.count("refiner") == total - expected

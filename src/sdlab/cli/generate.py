@@ -70,6 +70,8 @@ def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
     """--refiner / --refiner-switch-at."""
     p.add_argument("--refiner", help="SDXL refiner checkpoint name or path")
     p.add_argument("--refiner-switch-at", type=float, help="fraction of the timesteps after which it takes over (default 0.8)")
+    p.add_argument("--refiner-switch-by-steps", action="store_true", default=None,
+                   help="count the fraction in sampling steps, not model timesteps (A1111's pre-1.7 behaviour)")
 
 
 def add_post_arguments(p: argparse.ArgumentParser) -> None:
@@ -133,13 +135,17 @@ def _hires(args: argparse.Namespace, base: HiresFix | None) -> HiresFix | None:
 
 def _refiner(args: argparse.Namespace, base: RefinerSpec | None) -> RefinerSpec | None:
     name, switch_at = getattr(args, "refiner", None), getattr(args, "refiner_switch_at", None)
-    if name is None and switch_at is None:
+    by_steps = getattr(args, "refiner_switch_by_steps", None)
+    if name is None and switch_at is None and by_steps is None:
         return base
     if name is None and base is None:
         from sdlab.errors import InvalidRequestError
 
-        raise InvalidRequestError("--refiner-switch-at needs --refiner NAME")
-    return RefinerSpec(name or base.checkpoint, switch_at if switch_at is not None else (base.switch_at if base else 0.8))  # type: ignore[union-attr]
+        raise InvalidRequestError("--refiner-switch-at and --refiner-switch-by-steps need --refiner NAME")
+    checkpoint = name or base.checkpoint  # type: ignore[union-attr]
+    at = switch_at if switch_at is not None else (base.switch_at if base else 0.8)
+    steps = by_steps if by_steps is not None else (base.by_sampling_steps if base else False)
+    return RefinerSpec(checkpoint, at, by_sampling_steps=steps)
 
 
 def build_request(args: argparse.Namespace, base: GenerationRequest) -> GenerationRequest:

@@ -46,7 +46,7 @@ from sdlab.pipeline.inpaint import (
     process_mask,
 )
 from sdlab.pipeline.plan import Plan
-from sdlab.pipeline.refiner import RefinerHook, refiner_infotext
+from sdlab.pipeline.refiner import RefinerHook, refiner_infotext, switch_mode_infotext
 from sdlab.pipeline.sampling import BatchInputs, PassSpec, RunContext, Txt2ImgRun, image_rng, sample_pass
 from sdlab.pipeline.txt2img import _infotext, sampler_infotext
 from sdlab.samplers.registry import resolve_sampler
@@ -193,6 +193,7 @@ def img2img_extra(run: Txt2ImgRun, plan: Plan, inputs: Img2ImgInputs) -> dict[st
         extra["Noise multiplier"] = r.initial_noise_multiplier
     entry, _ = resolve_sampler(plan.sampler, plan.schedule)
     extra.update(sampler_infotext(entry, plan))
+    extra.update(switch_mode_infotext(r))
     return extra
 
 

@@ -9,6 +9,11 @@ the base model's for the rest of the run, the step counter continues, and the re
 refiner's VAE. With hires fix the switch happens in the second pass only (A1111's default
 ``hires_fix_refiner_pass = "second pass"``). Infotext ``Refiner: name [hash]``, ``Refiner switch at``
 are written only when the switch happened.
+
+With ``RefinerSpec.by_sampling_steps`` (A1111's ``refiner_switch_by_sample_steps``) the ratio is instead
+``calls / total`` with ``total`` the pass's launch steps (``steps``, or ``t_enc + 1`` for img2img and the
+hires pass), doubled for second-order samplers, and ``Refiner switch by sampling steps: True`` is written
+whether or not the switch happened, as A1111 does.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sdlab.pipeline.sampling import PassSpec, Txt2ImgRun, inner_model, scheduled_conditioning
+from sdlab.pipeline.sampling import PassSpec, Txt2ImgRun, inner_model, pass_steps, scheduled_conditioning
 from sdlab.pipeline.unet import UNetCall
 from sdlab.samplers.denoiser import GuidanceCore
 from sdlab.samplers.registry import SamplerEntry
@@ -38,6 +43,12 @@ def completed_ratio(sigma: Tensor, model_sigmas: Tensor | None) -> Tensor:
     return (999 - timestep) / 1000
 
 
+def launch_total(steps: int, t_enc: int, img2img: bool, second_order: bool) -> int:
+    """A1111's ``total_steps`` of a pass: ``t_enc + 1`` (img2img, hires) or ``steps``, x2 if second order."""
+    total = t_enc + 1 if img2img else steps
+    return total * 2 if second_order else total
+
+
 def should_switch(sigma: Tensor, model_sigmas: Tensor | None, switch_at: float) -> bool:
     """A1111's test: switch unless the completed ratio is still below ``switch_at`` (compared in float32)."""
     return not bool(completed_ratio(sigma, model_sigmas) < switch_at)
@@ -53,6 +64,7 @@ class RefinerSwitch:
     switch_at: float
     model_sigmas: Tensor | None
     build: Callable[[], tuple[Any, Any, Any]]
+    total_calls: int | None = None
     switched: bool = False
 
     @property
@@ -61,10 +73,15 @@ class RefinerSwitch:
         return self.core.step
 
     def __call__(self, x: Tensor, sigma: Tensor, **kwargs: Any) -> Any:
-        if not self.switched and should_switch(sigma, self.model_sigmas, self.switch_at):
+        if not self.switched and self._due(sigma):
             self.core.inner, self.core.cond_at, self.core.uncond_at = self.build()
             self.switched = True
         return self.guided(x, sigma, **kwargs)
+
+    def _due(self, sigma: Tensor) -> bool:
+        if self.total_calls is None:
+            return should_switch(sigma, self.model_sigmas, self.switch_at)
+        return not self.step / self.total_calls < self.switch_at
 
 
 @dataclass
@@ -94,7 +111,11 @@ class RefinerHook:
             return inner, cond.cond_at, cond.uncond_at
 
         model_sigmas = None if entry.kind == "timestep" else sigma_model.sigmas
-        switch = RefinerSwitch(guided, core, self.switch_at, model_sigmas, build)
+        total = None
+        if self.request.refiner is not None and self.request.refiner.by_sampling_steps:
+            steps, t_enc = pass_steps(self.spec)
+            total = launch_total(steps, t_enc, self.spec.denoising_strength is not None, entry.second_order)
+        switch = RefinerSwitch(guided, core, self.switch_at, model_sigmas, build, total)
         self.switches.append(switch)
         return switch
 
@@ -104,3 +125,9 @@ def refiner_infotext(refiner: Txt2ImgRun, switch_at: float) -> dict[str, object]
     hashes = refiner.model.hashes
     title = refiner.model_name if hashes is None else f"{refiner.model_name} [{hashes.short}]"
     return {"Refiner": title, "Refiner switch at": switch_at}
+
+
+def switch_mode_infotext(request: GenerationRequest) -> dict[str, object]:
+    """``Refiner switch by sampling steps: True`` when the request asks for that mode (switched or not)."""
+    spec = request.refiner
+    return {"Refiner switch by sampling steps": True} if spec is not None and spec.by_sampling_steps else {}

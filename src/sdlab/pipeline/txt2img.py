@@ -18,7 +18,7 @@ from sdlab.pipeline.decode import decode_batch
 from sdlab.pipeline.hires import encode_upscaled, hires_infotext, upscale_images, upscale_latent
 from sdlab.pipeline.images import builtin_upscale, encode_signed
 from sdlab.pipeline.plan import Plan
-from sdlab.pipeline.refiner import RefinerHook, refiner_infotext
+from sdlab.pipeline.refiner import RefinerHook, refiner_infotext, switch_mode_infotext
 from sdlab.pipeline.sampling import (
     BatchInputs,
     PassSpec,
@@ -181,6 +181,7 @@ def pass_extra(run: Txt2ImgRun, plan: Plan, refined: bool) -> dict[str, object]:
         extra.update(hires_infotext(plan, plan.hires, _label(entry, plan.schedule), _label(hr_entry, plan.hires.schedule)))
     extra.update(run.extra_params)
     extra.update(sampler_infotext(entry, plan))
+    extra.update(switch_mode_infotext(plan.request))
     if refined and run.refiner is not None and plan.request.refiner is not None:
         extra.update(refiner_infotext(run.refiner, plan.request.refiner.switch_at))
     return extra
