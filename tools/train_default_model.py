@@ -68,6 +68,8 @@ class Recipe:
     x0_weight_from: int | None = None
     x0_weight_max: float = 20.0
     freeze_text: bool = False
+    high_t_frac: float = 0.0
+    high_t_from: int = 700
     ema_decay: float = 0.999
     save_every_s: float = 300.0
     snapshot_every: int = 1000
@@ -294,6 +296,16 @@ def alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1.0 - betas, 0).float()
 
 
+def sample_timesteps(r: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """(batch,) training timesteps: uniform on 0..999, except that the first ``high_t_frac`` of the
+    batch is drawn from ``high_t_from``..999, the noise levels at which the layout is decided."""
+    t = torch.randint(0, 1000, (r.batch,), generator=gen)
+    k = round(r.high_t_frac * r.batch)
+    if k:
+        t[:k] = torch.randint(r.high_t_from, 1000, (k,), generator=gen)
+    return t
+
+
 def lr_at(step: int, r: Recipe) -> float:
     if step < r.warmup:
         return r.unet_lr * (step + 1) / r.warmup
@@ -383,7 +395,7 @@ def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: P
         idx = rng.integers(0, len(lat), r.batch)
         ids = tokens(tok, step_captions(scenes, idx, rng, r))
         x0 = lat[torch.from_numpy(idx)]
-        t = torch.randint(0, 1000, (r.batch,), generator=gen)
+        t = sample_timesteps(r, gen)
         eps = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -473,6 +485,9 @@ def main(argv: list[str] | None = None) -> None:
                     "(e.g. the shipped toyworld-64.safetensors); the UNet starts from scratch")
     ap.add_argument("--freeze-text", action="store_true", help="do not train the text encoder (random init "
                     "unless --init-from): its features for position words cannot collapse")
+    ap.add_argument("--high-t-frac", type=float, default=0.0,
+                    help="fraction of each batch drawn from t >= --high-t-from (default 0: uniform t)")
+    ap.add_argument("--high-t-from", type=int, default=Recipe.high_t_from, help="lower end of the high-t draw")
     ap.add_argument("--bench", action="store_true", help="time a few steps and exit")
     ap.add_argument("--export", type=Path, help="write an A1111 single-file checkpoint from a snapshot and exit")
     ap.add_argument("--snapshot", type=Path, help="snapshot to export (default: WORKDIR/ema_latest.pt)")
@@ -480,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "1")))
     r = replace(Recipe(), unet_steps=args.unet_steps, decoder_steps=args.decoder_steps,
                 x0_weight_from=args.x0_weight_from, arch=args.arch,
-                freeze_text=args.freeze_text)
+                freeze_text=args.freeze_text, high_t_frac=args.high_t_frac, high_t_from=args.high_t_from)
     if args.bench:
         return bench(r)
     if args.export:
