@@ -228,3 +228,28 @@ def test_unwritable_hash_store_only_warns(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="cannot write hash cache"):
         assert cache.hashes(p).sha256 == hashlib.sha256(b"x").hexdigest()
     assert not store.parent.exists()
+
+
+def test_tensors_are_read_without_mmap_and_equal_the_file(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from sdlab.models.files import read_safetensors_header, read_tensor
+
+    tensors = {
+        "a": torch.randn(3, 5, dtype=torch.float16), "b": torch.randn(7).to(torch.bfloat16),
+        "flag": torch.tensor([True, False, True]), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4),
+        "ids": torch.arange(10, dtype=torch.int64),
+    }
+    p = tmp_path / "m.safetensors"
+    save_file(tensors, str(p))
+    expected = load_file(str(p))
+    sd = open_state_dict(p)
+    for name, want in expected.items():
+        got = sd[name]
+        assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want)
+        assert got.data_ptr() % 64 == 0 or got.numel() == 0  # fresh aligned memory, not a file mapping
+    header = read_safetensors_header(p)
+    info = next(t for t in header.tensors if t.name == "ids")
+    p.write_bytes(p.read_bytes()[: info.offset + 8])  # cut inside the tensor
+    with pytest.raises(UnsupportedModelError, match="ended"):
+        read_tensor(p, info)
