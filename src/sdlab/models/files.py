@@ -103,7 +103,7 @@ def _read_raw_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + n
 
 
-def _tensor_entry(path: Path, name: str, entry: Any, data_len: int, data_start: int = 0) -> tuple[TensorInfo, int, int]:
+def _tensor_entry(path: Path, name: str, entry: Any, data_len: int, data_start: int) -> tuple[TensorInfo, int, int]:
     if not isinstance(entry, dict):
         raise _bad(path, f"tensor {name!r} has a malformed header entry")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
@@ -228,7 +228,7 @@ def read_tensor(path: Path, info: TensorInfo) -> torch.Tensor:
     whole-file mmap doubles the peak during a load that converts tensors; a plain read does not.
     """
     dtype = getattr(torch, info.dtype)
-    nbytes = math.prod(info.shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(info.shape) * dtype.itemsize
     raw = torch.empty(nbytes, dtype=torch.uint8)
     view = memoryview(raw.numpy())
     with path.open("rb", buffering=0) as fh:
@@ -250,23 +250,19 @@ class SafetensorsStateDict(Mapping[str, torch.Tensor]):
 
     def __init__(self, header: CheckpointHeader) -> None:
         self._path = header.path
-        self._names = tuple(t.name for t in header.tensors)
         self._infos = {t.name: t for t in header.tensors}
-        self._set = frozenset(self._names)
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._set:
-            raise KeyError(key)
         return read_tensor(self._path, self._infos[key])
 
     def __contains__(self, key: object) -> bool:
-        return key in self._set
+        return key in self._infos
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return iter(self._infos)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._infos)
 
 
 def open_state_dict(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
