@@ -130,31 +130,53 @@ class PeakRss:
 
 @dataclass
 class ModuleClock:
-    """Seconds spent inside groups of modules (forward hooks), e.g. ``{"unet": [unet]}``."""
+    """Seconds spent inside groups of modules (forward hooks), e.g. ``{"unet": [unet]}``, and of
+    functions (``(owner, attribute)`` wrapped while watching). Nested calls in one group count once."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     _handles: list[Any] = field(default_factory=list)
 
     @contextmanager
-    def watching(self, groups: dict[str, list[torch.nn.Module]], device: torch.device) -> Iterator[ModuleClock]:
-        starts: dict[int, float] = {}
-        self.seconds = dict.fromkeys(groups, 0.0)
+    def watching(self, groups: dict[str, list[torch.nn.Module]], device: torch.device,
+                 functions: dict[str, list[tuple[Any, str]]] | None = None) -> Iterator[ModuleClock]:
+        depth: dict[str, int] = {}
+        starts: dict[str, float] = {}
+        self.seconds = dict.fromkeys([*groups, *(functions or {})], 0.0)
+
+        def enter(name: str) -> None:
+            depth[name] = depth.get(name, 0) + 1
+            if depth[name] == 1:
+                sync(device)
+                starts[name] = time.perf_counter()
+
+        def leave(name: str) -> None:
+            depth[name] -= 1
+            if depth[name] == 0:
+                sync(device)
+                self.seconds[name] += time.perf_counter() - starts.pop(name)
+
         for name, modules in groups.items():
             for module in modules:
-                def pre(m: torch.nn.Module, args: Any, _name: str = name) -> None:
-                    sync(device)
-                    starts[id(m)] = time.perf_counter()
-
-                def post(m: torch.nn.Module, args: Any, out: Any, _name: str = name) -> None:
-                    sync(device)
-                    self.seconds[_name] += time.perf_counter() - starts.pop(id(m))
-                self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+                self._handles += [module.register_forward_pre_hook(lambda m, a, _n=name: enter(_n)),
+                                  module.register_forward_hook(lambda m, a, o, _n=name: leave(_n))]
+        patched = [(name, owner, attr, getattr(owner, attr))
+                   for name, targets in (functions or {}).items() for owner, attr in targets]
+        for name, owner, attr, fn in patched:
+            def wrapper(*args: Any, _fn: Callable[..., Any] = fn, _n: str = name, **kwargs: Any) -> Any:
+                enter(_n)
+                try:
+                    return _fn(*args, **kwargs)
+                finally:
+                    leave(_n)
+            setattr(owner, attr, wrapper)
         try:
             yield self
         finally:
             for handle in self._handles:
                 handle.remove()
             self._handles = []
+            for _, owner, attr, fn in patched:
+                setattr(owner, attr, fn)
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
@@ -373,6 +395,13 @@ def module_groups(model: LoadedModel) -> dict[str, list[torch.nn.Module]]:
     return {"unet": [model.unet], "text": list(model.text_encoders), "vae": [model.vae.decoder, model.vae.post_quant_conv]}
 
 
+def function_groups() -> dict[str, list[tuple[Any, str]]]:
+    """sdlab decodes through ``lean_vae.lean_decode``, which calls no ``vae.decoder.forward``."""
+    from sdlab.pipeline import lean_vae
+
+    return {"vae": [(lean_vae, "lean_decode")]}
+
+
 def bench_image(engine: Engine, model: LoadedModel, family: str, path: Path, pipe: Any, cfg: SuiteConfig) -> dict[str, Any]:
     """A whole image each way: wall time, time inside UNet / text encoders / VAE, the rest per step, peak RSS."""
     device = torch.device(cfg.device)
@@ -388,7 +417,7 @@ def bench_image(engine: Engine, model: LoadedModel, family: str, path: Path, pip
         nonlocal calls
         calls += 1
         clock = ModuleClock()
-        with PeakRss() as rss, clock.watching(groups, device):
+        with PeakRss() as rss, clock.watching(groups, device, function_groups()):
             seconds = timed(fn, device)[0]
         inside = sum(clock.seconds.values())
         results[name].append({"seconds": seconds, **{f"{k}_s": v for k, v in clock.seconds.items()},

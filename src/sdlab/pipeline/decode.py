@@ -7,12 +7,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from sdlab.pipeline import lean_vae
+
 
 def decode_latent(vae: torch.nn.Module, latent: Tensor, scaling_factor: float) -> Tensor:
-    """One latent ``[C, h, w]`` -> RGB in [0, 1], ``[3, H, W]`` float32 (A1111 ``decode_first_stage``)."""
+    """One latent ``[C, h, w]`` -> RGB in [0, 1], ``[3, H, W]`` float32 (A1111 ``decode_first_stage``),
+    through the lower-memory :func:`sdlab.pipeline.lean_vae.lean_decode`."""
     dtype = next(vae.parameters()).dtype
     with torch.inference_mode():
-        pixels = vae.decode((latent[None] / scaling_factor).to(dtype), return_dict=False)[0]
+        pixels = lean_vae.lean_decode(vae, (latent[None] / scaling_factor).to(dtype))
     return torch.clamp((pixels[0].float() + 1.0) / 2.0, min=0.0, max=1.0)
 
 
