@@ -95,7 +95,9 @@ class GenerationRequest:
     white = repaint; ``mask_blur`` (pixels, Gaussian sigma), ``inpainting_mask_invert``, ``inpainting_fill``
     ("fill", "original", "latent noise", "latent nothing"), ``inpaint_area`` ("Whole picture",
     "Only masked"), ``inpaint_full_res_padding`` (pixels), ``inpainting_mask_weight`` (0..1, inpainting
-    models' conditioning mask weight). ``hires``: txt2img hires fix; ``refiner``: SDXL refiner.
+    models' conditioning mask weight). ``image_cfg_scale``: instruct-pix2pix img2img's "Image CFG scale"
+    (A1111's UI: 0..3, default 1.5; None or 1 = plain CFG, the init image conditioning both passes).
+    ``hires``: txt2img hires fix; ``refiner``: SDXL refiner.
     """
 
     prompt: str = ""
@@ -145,6 +147,7 @@ class GenerationRequest:
     inpaint_area: str = "Whole picture"
     inpaint_full_res_padding: int = 32
     inpainting_mask_weight: float = 1.0
+    image_cfg_scale: float | None = None
     hires: HiresFix | None = None
     refiner: RefinerSpec | None = None
     post: PostSteps | None = None

@@ -98,6 +98,6 @@ def test_rgba_init_image_is_flattened_on_white(engine: Engine, init_image: Image
     assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_instruct_pix2pix_or_bad_input_errors_before_work(engine: Engine, init_image: Image.Image) -> None:
+def test_bad_input_errors_before_work(engine: Engine, init_image: Image.Image) -> None:
     with pytest.raises(InvalidRequestError, match="denoising_strength"):
         engine.generate(BASE.replace(init_images=(init_image,), denoising_strength=1.2))

@@ -13,6 +13,7 @@ from sdlab.types import GenerationRequest
 #: option -> request field (img2img and inpaint)
 _IMG2IMG_FIELDS: tuple[tuple[str, str], ...] = (
     ("strength", "denoising_strength"), ("resize_mode", "resize_mode"), ("noise_multiplier", "initial_noise_multiplier"),
+    ("image_cfg", "image_cfg_scale"),
 )
 _INPAINT_FIELDS: tuple[tuple[str, str], ...] = (
     ("mask_blur", "mask_blur"), ("inpaint_area", "inpaint_area"), ("padding", "inpaint_full_res_padding"),
@@ -43,6 +44,8 @@ def _img2img_options(p: argparse.ArgumentParser) -> None:
                                          '"Just resize (latent upscale)"')
     p.add_argument("--noise-multiplier", type=float, help="A1111's initial noise multiplier (default 1.0)")
     p.add_argument("--fix-steps", action="store_true", help="A1111's img2img_fix_steps: run all --steps")
+    p.add_argument("--image-cfg", type=float, help="instruct-pix2pix models' image CFG scale (A1111 UI default 1.5; "
+                                                   "unset or 1: plain CFG)")
 
 
 def add_img2img_arguments(p: argparse.ArgumentParser) -> None:

@@ -85,17 +85,21 @@ def request_mask(r: GenerationRequest) -> Image.Image | None:
 
 def image_conditioning(model: LoadedModel, source: Tensor, mask: Image.Image | None, weight: float,
                        device: torch.device) -> Tensor | None:
-    """Extra UNet channels for img2img (A1111 ``inpainting_image_conditioning``), or None for 4-channel UNets.
+    """Extra UNet channels for img2img (A1111 ``img2img_image_conditioning``), or None for 4-channel UNets.
 
-    ``source``: the processed images ``[B, 3, H, W]`` (A1111 passes ``2x - 1``); the conditioning image is
+    ``source``: the processed images ``[B, 3, H, W]`` (A1111 passes ``2x - 1``). instruct-pix2pix: the
+    first image's latent, the posterior mean not multiplied by the scaling factor (``edit_image_conditioning``).
+    Inpainting models (``inpainting_image_conditioning``): the conditioning image is
     ``lerp(source, source * (1 - mask), weight)`` (mask rounded to 0/1; all ones without a mask), encoded,
     with the mask resized (nearest) to the latent size in front.
     """
     extra = int(model.unet.config.in_channels) - model.latent_channels
     if extra <= 0:
         return None
+    if extra == model.latent_channels:  # instruct-pix2pix
+        return encode_signed(model.vae, source[:1], 1.0).to(device)
     if extra != model.latent_channels + 1:
-        raise InvalidRequestError("img2img with instruct-pix2pix models is not supported yet; use txt2img or another model")
+        raise InvalidRequestError(f"UNets with {extra} extra input channels are not supported; use another model")
     cmask = conditioning_mask(mask, source.shape[2], source.shape[3])
     cond_image = torch.lerp(source, source * (1.0 - cmask), weight)
     latent = encode_signed(model.vae, cond_image[:1], model.latent_scaling_factor)

@@ -109,6 +109,8 @@ def _check_numbers(r: GenerationRequest, facts: ModelFacts) -> None:
     _check_range("comma_padding_backtrack", r.comma_padding_backtrack, 0, 74)
     if r.eta is not None:
         _check_range("eta", r.eta, 0.0, 10.0, float)
+    if r.image_cfg_scale is not None:
+        _check_range("image_cfg_scale", r.image_cfg_scale, 0.0, 100.0, float)
     for name in ("prompt", "negative_prompt"):
         if not isinstance(getattr(r, name), str):
             raise InvalidRequestError(f"{name} must be a string, got {type(getattr(r, name)).__name__}")

@@ -220,6 +220,17 @@ def _progress(ctx: RunContext, total: int, iteration: int, n_iter: int) -> Calla
     return callback
 
 
+def is_edit_model(model: LoadedModel) -> bool:
+    """instruct-pix2pix: the UNet takes the latent plus an image latent (8 channels for SD)."""
+    return int(model.unet.config.in_channels) == 2 * model.latent_channels
+
+
+def infotext_image_cfg_scale(model: LoadedModel, r: GenerationRequest) -> float | None:
+    """A1111 keeps ``image_cfg_scale`` only for img2img with an instruct-pix2pix model (else None); it is
+    written to the infotext as "Image CFG scale", and guides with three passes when not 1."""
+    return r.image_cfg_scale if r.is_img2img and is_edit_model(model) else None
+
+
 def sample_pass(run: Txt2ImgRun, r: GenerationRequest, spec: PassSpec, seeds: tuple[int, ...],
                 subseeds: tuple[int, ...], iteration: int, ctx: RunContext, inputs: BatchInputs = BatchInputs(),
                 wrap: GuidedWrapper | None = None) -> Tensor:
@@ -234,7 +245,9 @@ def sample_pass(run: Txt2ImgRun, r: GenerationRequest, spec: PassSpec, seeds: tu
     rng = image_rng(r, spec.latent_shape, seeds, subseeds, run)
     cond = scheduled_conditioning(run, r, spec, len(seeds))
     unet = UNetCall(run.model.unet, run.dtype, inputs.concat)
-    core = GuidanceCore(inner_model(entry, run.model, unet, sigma_model), cond.cond_at, cond.uncond_at, r.cfg_scale)
+    edit_scale = infotext_image_cfg_scale(run.model, r)
+    core = GuidanceCore(inner_model(entry, run.model, unet, sigma_model), cond.cond_at, cond.uncond_at, r.cfg_scale,
+                        image_cfg_scale=None if edit_scale == 1.0 else edit_scale)
     init, repaint = inputs.init_latent, inputs.repaint
     keep = None if repaint is None else (1 - repaint).to(run.device)
     guided: Any

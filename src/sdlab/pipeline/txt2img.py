@@ -14,6 +14,7 @@ from torch import Tensor
 
 from sdlab.infotext import InfotextSettings, create_infotext, infotext_params
 from sdlab.models.load import LoadedModel
+from sdlab.pipeline import lean_vae
 from sdlab.pipeline.decode import decode_batch
 from sdlab.pipeline.hires import encode_upscaled, hires_infotext, upscale_images, upscale_latent
 from sdlab.pipeline.images import builtin_upscale, encode_signed
@@ -25,6 +26,7 @@ from sdlab.pipeline.sampling import (
     RunContext,
     TextCache,
     Txt2ImgRun,
+    infotext_image_cfg_scale,
     noise_source,
     sample_pass,
     time_ids,
@@ -87,7 +89,7 @@ def _hires_inputs(run: Txt2ImgRun, plan: Plan, latents: Tensor, iteration: int) 
     extra = int(model.unet.config.in_channels) - model.latent_channels
     if hires.latent_mode is not None:
         up = upscale_latent(latents, hires.latent_mode, hires.target, f)
-        if extra > 0 and weight < 1.0:
+        if extra > 0 and (weight < 1.0 or extra == model.latent_channels):  # instruct-pix2pix: its edit latent
             from sdlab.pipeline.img2img import image_conditioning  # noqa: PLC0415 - avoids an import cycle
 
             decoded = torch.stack([_decode_signed(model, lat) for lat in up])
@@ -108,7 +110,7 @@ def _hires_inputs(run: Txt2ImgRun, plan: Plan, latents: Tensor, iteration: int) 
 def _decode_signed(model: LoadedModel, latent: Tensor) -> Tensor:
     dtype = next(model.vae.parameters()).dtype
     with torch.inference_mode():
-        return model.vae.decode((latent[None] / model.latent_scaling_factor).to(dtype), return_dict=False)[0][0].float()
+        return lean_vae.lean_decode(model.vae, (latent[None] / model.latent_scaling_factor).to(dtype))[0].float()
 
 
 def hires_spec(plan: Plan) -> PassSpec:
@@ -204,6 +206,7 @@ def _infotext(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, seed: int, subse
         model_hash=None if hashes is None else hashes.short, model_name=run.model_name,
         subseed=subseed, subseed_strength=r.subseed_strength,
         seed_resize_from=(r.seed_resize_from_w, r.seed_resize_from_h) if r.seed_resize_from_w > 0 else (-1, -1),
+        image_cfg_scale=infotext_image_cfg_scale(run.model, r),
         conditional_mask_weight=conditional_mask_weight(run.model, r.inpainting_mask_weight),
         face_restoration=None if r.post is None else r.post.face_restoration,
         clip_skip=r.clip_skip, ensd=r.eta_noise_seed_delta, eta=r.eta, rng=r.rng,

@@ -14,7 +14,9 @@ class UNetCall:
     """Calls a diffusers ``UNet2DConditionModel`` in its dtype and returns float32 output.
 
     ``cond`` is a dict with ``context`` [N, 77k, D] and optionally ``text_embeds`` / ``time_ids`` (SDXL).
-    ``concat``: extra input channels [1, K, h, w] appended to every latent (inpainting / instruct models).
+    ``concat``: extra input channels [1, K, h, w] appended to every latent (inpainting / instruct models);
+    an ``image_scale`` [N] entry in ``cond`` multiplies them row by row (instruct-pix2pix's image CFG
+    passes 0 for its image-unconditional rows).
     """
 
     unet: torch.nn.Module
@@ -22,7 +24,7 @@ class UNetCall:
     concat: Tensor | None = None
 
     def __call__(self, x: Tensor, t: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
-        sample = x if self.concat is None else torch.cat([x, self.concat.expand(x.shape[0], -1, -1, -1)], dim=1)
+        sample = x if self.concat is None else torch.cat([x, self._concat(x.shape[0], cond)], dim=1)
         kwargs = {}
         if "text_embeds" in cond:
             kwargs["added_cond_kwargs"] = {
@@ -38,3 +40,9 @@ class UNetCall:
                 **kwargs,
             )[0]
         return out.to(torch.float32)
+
+    def _concat(self, rows: int, cond: Mapping[str, Tensor]) -> Tensor:
+        assert self.concat is not None
+        extra = self.concat.expand(rows, -1, -1, -1)
+        scale = cond.get("image_scale")
+        return extra if scale is None else extra * scale.to(extra).view(-1, 1, 1, 1)

@@ -153,9 +153,12 @@ class GuidanceCore:
     cfg_scale: float
     join: JoinFn = join_conds
     step: int = field(default=0)
+    image_cfg_scale: float | None = None
 
     def run(self, x: Tensor, sigma: Tensor, scale_factor: float = 1.0) -> tuple[Tensor, Tensor]:
         """``(guided, uncond_output)`` for latent ``x`` ``[B, C, H, W]`` at ``sigma`` ``[B]``."""
+        if self.image_cfg_scale is not None:
+            return self._run_edit(x, sigma, scale_factor)
         multi = _as_multicond(self.cond_at(self.step), x.shape[0])
         uncond = self.uncond_at(self.step)
         x_in, sigma_in = _batched_inputs(x, sigma, multi)
@@ -169,6 +172,38 @@ class GuidanceCore:
         guided = combine_guidance(out, multi.conds_list, self.cfg_scale * scale_factor)
         self.step += 1
         return guided, out[-x.shape[0]:]
+
+    def _run_edit(self, x: Tensor, sigma: Tensor, scale_factor: float) -> tuple[Tensor, Tensor]:
+        """instruct-pix2pix with an image CFG scale (A1111 ``combine_denoised_for_edit_model``): three
+        passes, text + image, image only, neither, combined as
+        ``uncond + cfg * (cond - image) + image_cfg * (image - uncond)``."""
+        multi = _as_multicond(self.cond_at(self.step), x.shape[0])
+        if any(len(conds) != 1 for conds in multi.conds_list):
+            raise InvalidRequestError("AND is not supported for instruct-pix2pix models with an image CFG "
+                                      "scale other than 1; use one prompt or image_cfg_scale 1")
+        uncond = self.uncond_at(self.step)
+        rows = x.shape[0]
+        parts = [_with_image_scale(c, rows, v) for c, v in ((multi.tensor, 1.0), (uncond, 1.0), (uncond, 0.0))]
+        pair = self.join(parts[0], parts[1])
+        joined = None if pair is None else self.join(pair, parts[2])
+        x_in, sigma_in = torch.cat([x, x, x]), torch.cat([sigma, sigma, sigma])
+        if joined is not None:
+            out = self.inner(x_in, sigma_in, joined)
+        else:
+            out = torch.cat([self.inner(x, sigma, part) for part in parts])
+        cond, image, plain = out.chunk(3)
+        assert self.image_cfg_scale is not None
+        guided = plain + self.cfg_scale * scale_factor * (cond - image) + self.image_cfg_scale * (image - plain)
+        self.step += 1
+        return guided, plain
+
+
+def _with_image_scale(cond: Any, rows: int, value: float) -> dict[str, Any]:
+    """``cond`` (a dict of tensors) with an ``image_scale`` entry: ``value`` for each of its ``rows``."""
+    if not isinstance(cond, dict):
+        raise TypeError("instruct-pix2pix guidance needs dict conditioning (context, ...)")
+    first = next(iter(cond.values()))
+    return {**cond, "image_scale": torch.full((rows,), value, device=first.device)}
 
 
 @dataclass
