@@ -1,25 +1,36 @@
 """Train sdlab's bundled default model on the toy world (sdlab.toyworld), reproducibly, on CPU.
 
 Architecture (SD-1.x classes, shapes chosen so the A1111 single-file loader derives the configs):
-UNet2DConditionModel (64, 128), one layer per block, cross-attention at the 8x8 level and in the mid
-block (down: DownBlock2D, CrossAttnDownBlock2D), AutoencoderKL (32, 64, 64) with 4x downsampling
-(64x64 RGB <-> 16x16x4 latents, SD1 scaling factor 0.18215 folded into quant convs), CLIPTextModel of
-width 64 with the real CLIP tokenizer bundled in sdlab.
+UNet2DConditionModel ``--arch v2`` (shipped): (64, 128, 128), one layer per block, 16 -> 8 -> 4 with
+cross-attention at 8x8, 4x4 and in the mid block (``v1``, the first model: (64, 128), 16 -> 8);
+AutoencoderKL (32, 64, 64) with 4x downsampling (64x64 RGB <-> 16x16x4 latents, SD1 scaling factor
+0.18215 folded into quant convs), CLIPTextModel of width 64 with the real CLIP tokenizer bundled in sdlab.
 
 Curriculum: (1) VAE, reconstruction + small KL on 32x32 crops, in cosine cycles (800 + 2000 steps);
 (2) rescale the VAE so latents * 0.18215 have std ~1; (3) cache latent means of 12,000 fixed training
-scenes; (4) UNet + text encoder jointly, epsilon prediction on SD1's scaled-linear schedule
-(0.00085..0.012, 1000 steps, uniform t), min-SNR-5 weights, 10% empty captions (encoded as the Engine
-does: BOS + EOS padding to 77, sdlab's own CLIP tokenizer), AdamW 1e-3, warm-up + cosine, EMA 0.999;
-(5) in a second single-threaded process, fine-tune the VAE decoder alone (the encoder, hence the latent
-space, stays fixed): ``--decoder``.
+scenes; (4) UNet (+ text encoder unless ``--freeze-text``), epsilon prediction on SD1's scaled-linear
+schedule (0.00085..0.012, 1000 steps), min-SNR-5 weights (``--x0-weight-from``: times clamp(1/snr, 1,
+20)), t uniform or partly drawn from t >= ``--high-t-from`` (``--high-t-frac``), 10% empty captions
+(encoded as the Engine does: BOS + EOS padding to 77, sdlab's own CLIP tokenizer), AdamW, warm-up +
+cosine (``--schedule-from``: a continued run's own schedule), EMA 0.999; (5) in a second
+single-threaded process, fine-tune the VAE decoder alone (the encoder, hence the latent space, stays
+fixed): ``--decoder``.
+
+The shipped checkpoint came from three UNet phases in one work dir W (its VAE, fine-tuned decoder
+included, is the first model's: ``--init-vae-from`` any toyworld-64 checkpoint, the VAE never changed):
+    --workdir W --arch v2 --init-vae-from toyworld-64.safetensors --freeze-text --unet-steps 2000
+    --workdir W --arch v2 --freeze-text --unet-steps 8000 --x0-weight-from 0 --high-t-frac 0.5 --high-t-from 600
+    --workdir W --arch v2 --unet-steps 18000 --schedule-from 8000 --unet-lr 4e-4 --text-lr-scale 0.3 \\
+        --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600
+The text encoder stays random and frozen until step 8000, so position words keep distinct features
+while the UNet learns the layout at high noise; then it trains at 0.3x the UNet's learning rate.
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
 On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes
 collapse. Usage (every phase resumes automatically from the work dir):
-    nohup .venv/bin/python tools/train_default_model.py --unet-steps 6000 >> /work/train/log.txt 2>&1 &
+    nohup .venv/bin/python tools/train_default_model.py --workdir W ... >> W/log.txt 2>&1 &
     nohup nice .venv/bin/python tools/train_default_model.py --decoder >> /work/train/decoder_log.txt 2>&1 &
-    .venv/bin/python tools/train_default_model.py --export src/sdlab/data/default_model/toyworld-64.safetensors
+    .venv/bin/python tools/train_default_model.py --workdir W --arch v2 --export src/sdlab/data/default_model/toyworld-64.safetensors
 ``--export`` takes WORKDIR/ema_latest.pt (or ``--snapshot``) and WORKDIR/vae_decoder.pt if present.
 Run time, steps and final losses of the shipped checkpoint are in src/sdlab/data/default_model/card.json.
 """
@@ -64,26 +75,28 @@ class Recipe:
     min_lr_ratio: float = 0.05
     empty_caption: float = 0.1
     snr_gamma: float = 5.0
-    arch: str = "v1"
+    arch: str = "v2"
     x0_weight_from: int | None = None
     x0_weight_max: float = 20.0
     freeze_text: bool = False
     high_t_frac: float = 0.0
     high_t_from: int = 700
+    schedule_from: int = 0
+    text_lr_scale: float = 1.0
     ema_decay: float = 0.999
     save_every_s: float = 300.0
     snapshot_every: int = 1000
 
 
 UNET_ARCHS: dict[str, dict[str, Any]] = {
-    # v1 (shipped): 16x16 -> 8x8; cross-attention at 8x8 and in the mid block.
+    # v1 (the first model): 16x16 -> 8x8; cross-attention at 8x8 and in the mid block.
     "v1": dict(
         block_out_channels=(64, 128),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
     ),
-    # v2: one level deeper (16 -> 8 -> 4) so zero padding marks every cell of the 4x4 level: the only
-    # source of absolute position in a UNet without positional embeddings (v1 never learned position).
+    # v2 (shipped): one level deeper (16 -> 8 -> 4) so zero padding marks every cell of the 4x4 level:
+    # the only source of absolute position in a UNet without positional embeddings (v1 never learned it).
     "v2": dict(
         block_out_channels=(64, 128, 128),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -307,9 +320,12 @@ def sample_timesteps(r: Recipe, gen: torch.Generator) -> torch.Tensor:
 
 
 def lr_at(step: int, r: Recipe) -> float:
-    if step < r.warmup:
-        return r.unet_lr * (step + 1) / r.warmup
-    p = min(1.0, (step - r.warmup) / max(1, r.unet_steps - r.warmup))
+    """Peak ``unet_lr``: linear warm-up, then cosine to ``min_lr_ratio`` at ``unet_steps``; the
+    schedule (warm-up included) starts at ``schedule_from``, so a continued run gets its own phase."""
+    s = step - r.schedule_from
+    if s < r.warmup:
+        return r.unet_lr * (max(s, 0) + 1) / r.warmup
+    p = min(1.0, (s - r.warmup) / max(1, r.unet_steps - r.schedule_from - r.warmup))
     return r.unet_lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
@@ -351,6 +367,22 @@ def seed_from_checkpoint(path: Path, r: Recipe, workdir: Path) -> dict[str, torc
     return model.text_encoders[0].state_dict()
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Resume AdamW moments. A checkpoint of a frozen-text run has one group (the UNet's); when the
+    text encoder is now trained too, the UNet moments are kept and the text encoder starts fresh."""
+    if len(state["param_groups"]) == len(opt.param_groups):
+        opt.load_state_dict(state)
+        return
+    old_ids = [i for g in state["param_groups"] for i in g["params"]]
+    new = opt.state_dict()
+    first = new["param_groups"][0]["params"]
+    if len(state["param_groups"]) != 1 or len(old_ids) != len(first):
+        raise SystemExit("checkpoint optimizer does not match the trainable parameters; use a new --workdir")
+    new["state"] = {first[k]: state["state"][i] for k, i in enumerate(old_ids) if i in state["state"]}
+    opt.load_state_dict(new)
+    log("optimizer: UNet moments resumed, text encoder moments fresh")
+
+
 def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: Path,
                text_init: dict[str, torch.Tensor] | None = None) -> None:
     ckpt_path = workdir / "ckpt.pt"
@@ -360,15 +392,20 @@ def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: P
         text.load_state_dict(text_init, strict=False)
     if r.freeze_text:  # keep the (random or given) token features fixed: position words stay distinct
         text.requires_grad_(False)
-    params = [p for p in (*unet.parameters(), *text.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=r.unet_lr, weight_decay=0.01)
+    unet_params = [p for p in unet.parameters() if p.requires_grad]
+    text_params = [p for p in text.parameters() if p.requires_grad]
+    params = unet_params + text_params
+    groups = [{"params": unet_params, "lr_scale": 1.0}]
+    if text_params:
+        groups.append({"params": text_params, "lr_scale": r.text_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=r.unet_lr, weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
     step, seconds = 0, 0.0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         unet.load_state_dict(ck["unet"]); text.load_state_dict(ck["text"])
         ema_unet.load_state_dict(ck["ema_unet"]); ema_text.load_state_dict(ck["ema_text"])
-        opt.load_state_dict(ck["opt"])
+        load_optimizer_state(opt, ck["opt"])
         step, seconds = ck["step"], ck["seconds"]
         log(f"resumed from step {step} ({seconds / 60:.1f} min trained)")
     for m in (ema_unet, ema_text):
@@ -407,7 +444,7 @@ def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: P
             w = w * torch.clamp(1 / snr, min=1.0, max=r.x0_weight_max)
         loss = (w * ((pred - eps) ** 2).mean(dim=(1, 2, 3))).mean()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, r)
+            g["lr"] = lr_at(step, r) * g.get("lr_scale", 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -480,14 +517,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--decoder-steps", type=int, default=Recipe.decoder_steps, help="decoder fine-tune steps")
     ap.add_argument("--x0-weight-from", type=int, default=None,
                     help="from this UNet step on, weight high-noise steps like an x0 loss (clamp(1/snr, 1, 20))")
-    ap.add_argument("--arch", choices=tuple(UNET_ARCHS), default="v1", help="UNet architecture")
+    ap.add_argument("--arch", choices=tuple(UNET_ARCHS), default="v2", help="UNet architecture (v2 shipped)")
     ap.add_argument("--init-from", type=Path, help="take the VAE and text encoder of this checkpoint "
                     "(e.g. the shipped toyworld-64.safetensors); the UNet starts from scratch")
+    ap.add_argument("--init-vae-from", type=Path, help="take only the VAE of this checkpoint (text encoder and "
+                    "UNet start from scratch)")
     ap.add_argument("--freeze-text", action="store_true", help="do not train the text encoder (random init "
                     "unless --init-from): its features for position words cannot collapse")
     ap.add_argument("--high-t-frac", type=float, default=0.0,
                     help="fraction of each batch drawn from t >= --high-t-from (default 0: uniform t)")
     ap.add_argument("--high-t-from", type=int, default=Recipe.high_t_from, help="lower end of the high-t draw")
+    ap.add_argument("--unet-lr", type=float, default=Recipe.unet_lr, help="peak UNet learning rate")
+    ap.add_argument("--schedule-from", type=int, default=0,
+                    help="start the warm-up + cosine schedule at this step (a continued run's own phase)")
+    ap.add_argument("--text-lr-scale", type=float, default=1.0,
+                    help="text encoder learning rate as a fraction of the UNet's")
     ap.add_argument("--bench", action="store_true", help="time a few steps and exit")
     ap.add_argument("--export", type=Path, help="write an A1111 single-file checkpoint from a snapshot and exit")
     ap.add_argument("--snapshot", type=Path, help="snapshot to export (default: WORKDIR/ema_latest.pt)")
@@ -495,7 +539,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "1")))
     r = replace(Recipe(), unet_steps=args.unet_steps, decoder_steps=args.decoder_steps,
                 x0_weight_from=args.x0_weight_from, arch=args.arch,
-                freeze_text=args.freeze_text, high_t_frac=args.high_t_frac, high_t_from=args.high_t_from)
+                freeze_text=args.freeze_text, high_t_frac=args.high_t_frac, high_t_from=args.high_t_from,
+                unet_lr=args.unet_lr, schedule_from=args.schedule_from, text_lr_scale=args.text_lr_scale)
     if args.bench:
         return bench(r)
     if args.export:
@@ -508,6 +553,8 @@ def main(argv: list[str] | None = None) -> None:
         return train_decoder(r, args.workdir)
     log(f"recipe {asdict(r)}")
     text_init = seed_from_checkpoint(args.init_from, r, args.workdir) if args.init_from else None
+    if args.init_vae_from:  # the VAE only; the text encoder keeps its random init
+        seed_from_checkpoint(args.init_vae_from, r, args.workdir)
     vae = train_vae(r, args.workdir)
     vae.requires_grad_(False)
     data = cache_latents(vae, r, args.workdir)

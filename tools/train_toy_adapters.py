@@ -43,7 +43,7 @@ SEED = 20261202
 TEAL = (0, 128, 128)
 PINK = (255, 160, 200)
 TRIGGER = "toypink"
-DEFAULTS = {"lora": (800, 700), "embedding": (600, 500)}
+DEFAULTS = {"lora": (800, 1000), "embedding": (600, 500)}
 """Steps and t_max of the shipped files."""
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 
@@ -85,8 +85,9 @@ def train(model: LoadedModel, latents: torch.Tensor, captions: list[str], params
           condition: Callable[[list[str]], torch.Tensor], steps: int, lr: float, t_max: int) -> tuple[float, float]:
     """Optimise ``params`` on plain epsilon MSE with t uniform in [0, t_max); returns (running loss, seconds).
 
-    The toy model settles a shape's colour in the last few sampling steps (low noise), so the colour
-    signal lives at small t: sampling t there, unweighted, is what makes the adapters learn it.
+    The first toy model settled a shape's colour in the last few sampling steps (low noise), so the
+    adapters sampled t there (t_max 700 / 500). The v2 model, trained with weight on high noise, needs all t: its LoRA
+    trained on t < 700 did not paint teal (0/8), with t < 1000 it does (8/8 on white backgrounds).
     """
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     acp, start, running = model.alphas_cumprod.float(), time.time(), None
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
     parser.add_argument("--t-max", type=int, default=None,
-                        help="training timesteps are drawn from [0, t_max); default: 700 (lora), 500 (embedding)")
+                        help="training timesteps are drawn from [0, t_max); default: 1000 (lora), 500 (embedding)")
     args = parser.parse_args(argv)
     torch.manual_seed(SEED)
     with tempfile.TemporaryDirectory() as empty:

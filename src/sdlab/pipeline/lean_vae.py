@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
 BAND_BYTES = 64 << 20
 """Convolutions on CPU inputs above this size (bytes) run in row bands of about half of it."""
+
 
 def _bandable(conv: torch.nn.Module, x: Tensor, band_bytes: int | None) -> bool:
     return (
