@@ -86,8 +86,8 @@ def train(model: LoadedModel, latents: torch.Tensor, captions: list[str], params
     """Optimise ``params`` on plain epsilon MSE with t uniform in [0, t_max); returns (running loss, seconds).
 
     The first toy model settled a shape's colour in the last few sampling steps (low noise), so the
-    adapters sampled t there (t_max 700 / 500). The v2 model, trained with weight on high noise, needs all t: its LoRA
-    trained on t < 700 did not paint teal (0/8), with t < 1000 it does (8/8 on white backgrounds).
+    adapters sampled t there (t_max 700 / 500). The v2 model, trained with weight on high noise, needs
+    all t: its LoRA trained on t < 700 did not paint teal (0/8), with t < 1000 it does (8/8 on white).
     """
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     acp, start, running = model.alphas_cumprod.float(), time.time(), None

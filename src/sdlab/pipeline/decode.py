@@ -10,13 +10,17 @@ from torch import Tensor
 from sdlab.pipeline import lean_vae
 
 
-def decode_latent(vae: torch.nn.Module, latent: Tensor, scaling_factor: float) -> Tensor:
-    """One latent ``[C, h, w]`` -> RGB in [0, 1], ``[3, H, W]`` float32 (A1111 ``decode_first_stage``),
+def decode_signed(vae: torch.nn.Module, latent: Tensor, scaling_factor: float) -> Tensor:
+    """One latent ``[C, h, w]`` -> the VAE's raw output ``[3, H, W]`` float32 (about [-1, 1], unclamped),
     through the lower-memory :func:`sdlab.pipeline.lean_vae.lean_decode`."""
     dtype = next(vae.parameters()).dtype
     with torch.inference_mode():
-        pixels = lean_vae.lean_decode(vae, (latent[None] / scaling_factor).to(dtype))
-    return torch.clamp((pixels[0].float() + 1.0) / 2.0, min=0.0, max=1.0)
+        return lean_vae.lean_decode(vae, (latent[None] / scaling_factor).to(dtype))[0].float()
+
+
+def decode_latent(vae: torch.nn.Module, latent: Tensor, scaling_factor: float) -> Tensor:
+    """One latent ``[C, h, w]`` -> RGB in [0, 1], ``[3, H, W]`` float32 (A1111 ``decode_first_stage``)."""
+    return torch.clamp((decode_signed(vae, latent, scaling_factor) + 1.0) / 2.0, min=0.0, max=1.0)
 
 
 def to_pil(rgb: Tensor) -> Image.Image:

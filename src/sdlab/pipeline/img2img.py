@@ -47,7 +47,15 @@ from sdlab.pipeline.inpaint import (
 )
 from sdlab.pipeline.plan import Plan
 from sdlab.pipeline.refiner import RefinerHook, refiner_infotext, switch_mode_infotext
-from sdlab.pipeline.sampling import BatchInputs, PassSpec, RunContext, Txt2ImgRun, image_rng, sample_pass
+from sdlab.pipeline.sampling import (
+    BatchInputs,
+    PassSpec,
+    RunContext,
+    Txt2ImgRun,
+    image_rng,
+    is_edit_model,
+    sample_pass,
+)
 from sdlab.pipeline.txt2img import _infotext, sampler_infotext
 from sdlab.samplers.registry import resolve_sampler
 from sdlab.types import GeneratedImage, GenerationRequest
@@ -96,7 +104,7 @@ def image_conditioning(model: LoadedModel, source: Tensor, mask: Image.Image | N
     extra = int(model.unet.config.in_channels) - model.latent_channels
     if extra <= 0:
         return None
-    if extra == model.latent_channels:  # instruct-pix2pix
+    if is_edit_model(model):
         return encode_signed(model.vae, source[:1], 1.0).to(device)
     if extra != model.latent_channels + 1:
         raise InvalidRequestError(f"UNets with {extra} extra input channels are not supported; use another model")

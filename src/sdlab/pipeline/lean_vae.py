@@ -152,8 +152,8 @@ def lean_supported(vae: torch.nn.Module) -> bool:
 def lean_decode(vae: Any, z: Tensor, band_bytes: int | None = BAND_BYTES) -> Tensor:
     """``vae.decode(z, return_dict=False)[0]`` for ``z`` ``[B, C, h, w]`` (already divided by the
     scaling factor) with a lower peak memory (bit-identical unless a convolution is banded, see above);
-    falls back to ``vae.decode`` for VAEs :func:`lean_supported` rejects. ``band_bytes``: see :func:`_conv` (None: no bands). Run it under
-    ``torch.inference_mode()``."""
+    falls back to ``vae.decode`` for VAEs :func:`lean_supported` rejects. ``band_bytes``: see
+    :func:`_conv` (None: no bands). Run it under ``torch.inference_mode()``."""
     if not lean_supported(vae):
         return vae.decode(z, return_dict=False)[0]
     dec = vae.decoder

@@ -14,8 +14,7 @@ from torch import Tensor
 
 from sdlab.infotext import InfotextSettings, create_infotext, infotext_params
 from sdlab.models.load import LoadedModel
-from sdlab.pipeline import lean_vae
-from sdlab.pipeline.decode import decode_batch
+from sdlab.pipeline.decode import decode_batch, decode_signed
 from sdlab.pipeline.hires import encode_upscaled, hires_infotext, upscale_images, upscale_latent
 from sdlab.pipeline.images import builtin_upscale, encode_signed
 from sdlab.pipeline.plan import Plan
@@ -27,6 +26,7 @@ from sdlab.pipeline.sampling import (
     TextCache,
     Txt2ImgRun,
     infotext_image_cfg_scale,
+    is_edit_model,
     noise_source,
     sample_pass,
     time_ids,
@@ -89,10 +89,10 @@ def _hires_inputs(run: Txt2ImgRun, plan: Plan, latents: Tensor, iteration: int) 
     extra = int(model.unet.config.in_channels) - model.latent_channels
     if hires.latent_mode is not None:
         up = upscale_latent(latents, hires.latent_mode, hires.target, f)
-        if extra > 0 and (weight < 1.0 or extra == model.latent_channels):  # instruct-pix2pix: its edit latent
+        if extra > 0 and (weight < 1.0 or is_edit_model(model)):  # instruct-pix2pix: its edit latent
             from sdlab.pipeline.img2img import image_conditioning  # noqa: PLC0415 - avoids an import cycle
 
-            decoded = torch.stack([_decode_signed(model, lat) for lat in up])
+            decoded = torch.stack([decode_signed(model.vae, lat, model.latent_scaling_factor) for lat in up])
             return up, image_conditioning(model, decoded, None, weight, run.device)
         return up, grey_conditioning(model, hires.width, hires.height, run.device)
     images = decode_batch(model.vae, latents, model.latent_scaling_factor)
@@ -105,12 +105,6 @@ def _hires_inputs(run: Txt2ImgRun, plan: Plan, latents: Tensor, iteration: int) 
         # A1111 hands the [0, 1] pixels (not 2x - 1) to the inpainting conditioning here
         return up, image_conditioning(model, to_tensor(upscaled), None, weight, run.device)
     return up, None
-
-
-def _decode_signed(model: LoadedModel, latent: Tensor) -> Tensor:
-    dtype = next(model.vae.parameters()).dtype
-    with torch.inference_mode():
-        return lean_vae.lean_decode(model.vae, (latent[None] / model.latent_scaling_factor).to(dtype))[0].float()
 
 
 def hires_spec(plan: Plan) -> PassSpec:
