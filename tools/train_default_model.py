@@ -16,14 +16,18 @@ cosine (``--schedule-from``: a continued run's own schedule), EMA 0.999; (5) in 
 single-threaded process, fine-tune the VAE decoder alone (the encoder, hence the latent space, stays
 fixed): ``--decoder``.
 
-The shipped checkpoint came from three UNet phases in one work dir W (its VAE, fine-tuned decoder
-included, is the first model's: ``--init-vae-from`` any toyworld-64 checkpoint, the VAE never changed):
+The shipped checkpoint came from four UNet phases (its VAE, fine-tuned decoder included, is the first
+model's: ``--init-vae-from`` any toyworld-64 checkpoint, the VAE never changed), three in one work dir W:
     --workdir W --arch v2 --init-vae-from toyworld-64.safetensors --freeze-text --unet-steps 2000
     --workdir W --arch v2 --freeze-text --unet-steps 8000 --x0-weight-from 0 --high-t-frac 0.5 --high-t-from 600
     --workdir W --arch v2 --unet-steps 18000 --schedule-from 8000 --unet-lr 4e-4 --text-lr-scale 0.3 \\
         --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600
 The text encoder stays random and frozen until step 8000, so position words keep distinct features
 while the UNet learns the layout at high noise; then it trains at 0.3x the UNet's learning rate.
+The fourth ran in a work dir W2 seeded with W's ckpt.pt, vae.pt and latents.pt, half of its captions in
+shuffled clause order (word order no longer tells the shape colour from the background colour):
+    --workdir W2 --arch v2 --unet-steps 24000 --schedule-from 18000 --unet-lr 2e-4 --text-lr-scale 0.6 \
+        --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 --clause-frac 0.5
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
 On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes
@@ -74,6 +78,7 @@ class Recipe:
     warmup: int = 200
     min_lr_ratio: float = 0.05
     empty_caption: float = 0.1
+    clause_frac: float = 0.0
     snr_gamma: float = 5.0
     arch: str = "v2"
     x0_weight_from: int | None = None
@@ -330,12 +335,14 @@ def lr_at(step: int, r: Recipe) -> float:
 
 
 def step_captions(scenes: list[tuple], idx: np.ndarray, rng: np.random.Generator, r: Recipe) -> list[str]:
-    from sdlab.toyworld import TRAIN_PHRASINGS, Scene, caption
+    from sdlab.toyworld import TRAIN_PHRASINGS, Scene, caption, clause_caption
 
     out = []
     for i in idx:
         if rng.random() < r.empty_caption:
             out.append("")
+        elif r.clause_frac and rng.random() < r.clause_frac:
+            out.append(clause_caption(Scene(*scenes[int(i)]), rng))
         else:
             out.append(caption(Scene(*scenes[int(i)]), int(rng.integers(len(TRAIN_PHRASINGS))), rng))
     return out
@@ -532,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="start the warm-up + cosine schedule at this step (a continued run's own phase)")
     ap.add_argument("--text-lr-scale", type=float, default=1.0,
                     help="text encoder learning rate as a fraction of the UNet's")
+    ap.add_argument("--clause-frac", type=float, default=0.0,
+                    help="fraction of captions in shuffled clause order (sdlab.toyworld.clause_caption)")
     ap.add_argument("--bench", action="store_true", help="time a few steps and exit")
     ap.add_argument("--export", type=Path, help="write an A1111 single-file checkpoint from a snapshot and exit")
     ap.add_argument("--snapshot", type=Path, help="snapshot to export (default: WORKDIR/ema_latest.pt)")
@@ -540,7 +549,8 @@ def main(argv: list[str] | None = None) -> None:
     r = replace(Recipe(), unet_steps=args.unet_steps, decoder_steps=args.decoder_steps,
                 x0_weight_from=args.x0_weight_from, arch=args.arch,
                 freeze_text=args.freeze_text, high_t_frac=args.high_t_frac, high_t_from=args.high_t_from,
-                unet_lr=args.unet_lr, schedule_from=args.schedule_from, text_lr_scale=args.text_lr_scale)
+                unet_lr=args.unet_lr, schedule_from=args.schedule_from, text_lr_scale=args.text_lr_scale,
+                clause_frac=args.clause_frac)
     if args.bench:
         return bench(r)
     if args.export:

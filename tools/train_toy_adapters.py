@@ -11,7 +11,7 @@
 Neither colour is in the toy world's palette. Both train on plain epsilon MSE on SD1's scaled-linear
 schedule with t drawn from [0, t_max) only (see ``train``), fixed seeds, AdamW, batch 32 of cached VAE
 latents. Run as a script from the repository root (it imports ``tokens`` from train_default_model.py).
-Usage (about 4.5 and 3 minutes on 2 idle cores; run one at a time)::
+Usage (about 4.5 and 4 minutes on 2 idle cores; run one at a time)::
 
     .venv/bin/python tools/train_toy_adapters.py lora --out src/sdlab/data/default_model/adapters
     .venv/bin/python tools/train_toy_adapters.py embedding --out src/sdlab/data/default_model/adapters
@@ -43,7 +43,7 @@ SEED = 20261202
 TEAL = (0, 128, 128)
 PINK = (255, 160, 200)
 TRIGGER = "toypink"
-DEFAULTS = {"lora": (800, 1000), "embedding": (600, 500)}
+DEFAULTS = {"lora": (800, 1000), "embedding": (800, 1000)}
 """Steps and t_max of the shipped files."""
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 
@@ -171,11 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=("lora", "embedding"))
     parser.add_argument("--out", type=Path, required=True, help="folder for toy-teal.safetensors / toypink.safetensors")
-    parser.add_argument("--steps", type=int, default=None, help="default: 800 (lora), 600 (embedding)")
+    parser.add_argument("--steps", type=int, default=None, help="default: 800")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
     parser.add_argument("--t-max", type=int, default=None,
-                        help="training timesteps are drawn from [0, t_max); default: 1000 (lora), 500 (embedding)")
+                        help="training timesteps are drawn from [0, t_max); default: 1000")
     args = parser.parse_args(argv)
     torch.manual_seed(SEED)
     with tempfile.TemporaryDirectory() as empty:

@@ -18,6 +18,7 @@ from sdlab.toyworld import (
     Scene,
     analyse,
     caption,
+    clause_caption,
     matches,
     parse_caption,
     random_scene,
@@ -78,6 +79,22 @@ def test_caption_examples_read_as_english() -> None:
     assert caption(scene, 0) == "a small red circle at the top left on a blue background"
     assert caption(scene, 1) == "blue background, small red circle at the top left"
     assert caption(Scene("star", "orange", "orange", "centre", "large"), 2).startswith("an orange star on an orange")
+
+
+def test_clause_captions_name_the_scene_in_varied_orders() -> None:
+    rng = np.random.default_rng(7)
+    firsts = set()
+    for _ in range(300):
+        scene = random_scene(rng, allow_held_out=True)
+        text = clause_caption(scene, rng)
+        assert _attrs(parse_caption(text)) == _attrs(scene), text
+        words = text.lower().replace(",", " ").split()
+        assert sorted(w for w in words if w in COLOURS) == sorted([scene.colour, scene.background])
+        assert words[words.index(scene.shape) - 1] == scene.colour, text
+        bg_first = words[0] == scene.background or words[:2] in (["on", "a"], ["on", "an"], ["the", "background"])
+        firsts.add("background" if bg_first else "position" if words[0] in ("at", "in", "on") else "subject")
+    assert firsts == {"background", "position", "subject"}
+    assert clause_caption(scene, np.random.default_rng(1)) == clause_caption(scene, np.random.default_rng(1))
 
 
 def test_parse_caption_rejects_incomplete_captions() -> None:

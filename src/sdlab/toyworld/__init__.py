@@ -14,6 +14,7 @@ from sdlab.toyworld.world import (
     TRAIN_PHRASINGS,
     Scene,
     caption,
+    clause_caption,
     parse_caption,
     random_scene,
     render,
@@ -22,6 +23,6 @@ from sdlab.toyworld.world import (
 
 __all__ = [
     "ATTRIBUTES", "COLOURS", "HELD_OUT_PAIRS", "HELD_OUT_PHRASINGS", "PHRASINGS", "POSITIONS", "SHAPES",
-    "SIZES", "TRAIN_PHRASINGS", "Analysis", "Scene", "analyse", "caption", "matches", "parse_caption",
+    "SIZES", "TRAIN_PHRASINGS", "Analysis", "Scene", "analyse", "caption", "clause_caption", "matches", "parse_caption",
     "random_scene", "render", "training_sample",
 ]

@@ -178,6 +178,16 @@ HELD_OUT_PHRASINGS: tuple[str, ...] = (
 
 PHRASINGS: tuple[str, ...] = TRAIN_PHRASINGS + HELD_OUT_PHRASINGS
 
+SUBJECT_CLAUSES: tuple[tuple[str, ...], ...] = (
+    ("{a} {size} {colour} {shape}",),
+    ("{size} {colour} {shape}",),
+    ("{a} {colour} {shape}", "{size}"),
+)
+"""Training-only subject clauses for :func:`clause_caption` (a lone ``{size}`` is its own clause)."""
+
+BACKGROUND_CLAUSES: tuple[str, ...] = ("{bg} background", "on {abg} {bg} background", "the background is {bg}")
+"""Training-only background clauses for :func:`clause_caption`."""
+
 
 def scene_box(scene: Scene) -> tuple[float, float, float, float]:
     """The shape's box ``(x0, y0, x1, y1)`` in pixels of the 64x64 image."""
@@ -233,6 +243,22 @@ def caption(scene: Scene, phrasing: int, rng: np.random.Generator | None = None)
         bg=scene.background, abg=_article(scene.background),
     )
     return text[0].upper() + text[1:] if text.startswith(("at ", "in ", "on ")) else text
+
+
+def clause_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A training caption of ``scene`` whose clauses (subject, size, position, background) come in a
+    random order, joined by commas or spaces, so word order alone cannot tell the shape colour from the
+    background. The shape colour always directly precedes the shape word (:func:`parse_caption` holds).
+    """
+    pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
+    size_word, where = pick(SIZES.get(scene.size).words), pick(POSITIONS.get(scene.position).phrases)
+    subject = pick(SUBJECT_CLAUSES)
+    first = size_word if subject[0].startswith("{a} {size}") else scene.colour
+    fields = dict(a=_article(first), size=size_word, colour=scene.colour, shape=scene.shape,
+                  bg=scene.background, abg=_article(scene.background))
+    clauses = [c.format(**fields) for c in (*subject, pick(BACKGROUND_CLAUSES))] + [where]
+    order = rng.permutation(len(clauses))
+    return pick((", ", ", ", " ")).join(clauses[int(i)] for i in order)
 
 
 def parse_caption(text: str) -> Scene:
