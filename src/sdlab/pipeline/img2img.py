@@ -53,7 +53,9 @@ from sdlab.pipeline.sampling import (
     RunContext,
     Txt2ImgRun,
     image_rng,
+    extra_channels,
     is_edit_model,
+    is_inpainting_model,
     sample_pass,
 )
 from sdlab.pipeline.txt2img import _infotext, sampler_infotext
@@ -101,12 +103,12 @@ def image_conditioning(model: LoadedModel, source: Tensor, mask: Image.Image | N
     ``lerp(source, source * (1 - mask), weight)`` (mask rounded to 0/1; all ones without a mask), encoded,
     with the mask resized (nearest) to the latent size in front.
     """
-    extra = int(model.unet.config.in_channels) - model.latent_channels
+    extra = extra_channels(model)
     if extra <= 0:
         return None
     if is_edit_model(model):
         return encode_signed(model.vae, source[:1], 1.0).to(device)
-    if extra != model.latent_channels + 1:
+    if not is_inpainting_model(model):
         raise InvalidRequestError(f"UNets with {extra} extra input channels are not supported; use another model")
     cmask = conditioning_mask(mask, source.shape[2], source.shape[3])
     cond_image = torch.lerp(source, source * (1.0 - cmask), weight)
@@ -153,10 +155,10 @@ def _process_images(r: GenerationRequest, plan: Plan, mask: MaskPlan | None) -> 
 def prepare_img2img(run: Txt2ImgRun, plan: Plan) -> Img2ImgInputs:
     """Everything the batches share: init latents, masks, overlays, conditioning (module docstring)."""
     r, model = plan.request, run.model
-    extra_channels = int(model.unet.config.in_channels) - model.latent_channels
-    if extra_channels > 0 and len(r.init_images) > 1:
+    conditioned = extra_channels(model) > 0
+    if conditioned and len(r.init_images) > 1:
         raise InvalidRequestError("inpainting models take one init image per request; give one image")
-    if extra_channels > 0 and RESIZE_MODES.canonical(r.resize_mode) == LATENT_RESIZE:
+    if conditioned and RESIZE_MODES.canonical(r.resize_mode) == LATENT_RESIZE:
         raise InvalidRequestError("resize mode 'Just resize (latent upscale)' does not work with inpainting models")
     raw_mask = request_mask(r)
     mask = None

@@ -220,9 +220,19 @@ def _progress(ctx: RunContext, total: int, iteration: int, n_iter: int) -> Calla
     return callback
 
 
+def extra_channels(model: LoadedModel) -> int:
+    """UNet input channels beyond the latent's (0 for ordinary models, 5 for SD inpainting, 4 for ip2p)."""
+    return int(model.unet.config.in_channels) - model.latent_channels
+
+
 def is_edit_model(model: LoadedModel) -> bool:
     """instruct-pix2pix: the UNet takes the latent plus an image latent (8 channels for SD)."""
-    return int(model.unet.config.in_channels) == 2 * model.latent_channels
+    return extra_channels(model) == model.latent_channels
+
+
+def is_inpainting_model(model: LoadedModel) -> bool:
+    """An inpainting UNet: the latent plus a mask channel and a masked-image latent (9 channels for SD)."""
+    return extra_channels(model) == model.latent_channels + 1
 
 
 def infotext_image_cfg_scale(model: LoadedModel, r: GenerationRequest) -> float | None:

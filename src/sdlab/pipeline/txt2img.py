@@ -26,7 +26,9 @@ from sdlab.pipeline.sampling import (
     TextCache,
     Txt2ImgRun,
     infotext_image_cfg_scale,
+    extra_channels,
     is_edit_model,
+    is_inpainting_model,
     noise_source,
     sample_pass,
     time_ids,
@@ -53,13 +55,12 @@ def grey_conditioning(model: LoadedModel, width: int, height: int, device: torch
     image; instruct-pix2pix UNets (8 channels) get the grey latent alone. The VAE posterior's mean is used
     (A1111's "Full" encoder samples the posterior with the global RNG; its spread is negligible here).
     """
-    extra = int(model.unet.config.in_channels) - model.latent_channels
-    if extra <= 0:
+    if extra_channels(model) <= 0:
         return None
     grey = torch.zeros(1, 3, height, width, device=device)  # 0.5 in [0, 1] is 0 in [-1, 1]
     latent = encode_signed(model.vae, grey, model.latent_scaling_factor)
     mask = torch.ones_like(latent[:, :1])
-    return torch.cat([mask, latent], dim=1) if extra == model.latent_channels + 1 else latent
+    return torch.cat([mask, latent], dim=1) if is_inpainting_model(model) else latent
 
 
 def txt2img_image_conditioning(model: LoadedModel, plan: Plan, device: torch.device) -> Tensor | None:
@@ -86,7 +87,7 @@ def _hires_inputs(run: Txt2ImgRun, plan: Plan, latents: Tensor, iteration: int) 
     assert hires is not None
     model, f = run.model, run.model.vae_scale_factor
     weight = plan.request.inpainting_mask_weight
-    extra = int(model.unet.config.in_channels) - model.latent_channels
+    extra = extra_channels(model)
     if hires.latent_mode is not None:
         up = upscale_latent(latents, hires.latent_mode, hires.target, f)
         if extra > 0 and (weight < 1.0 or is_edit_model(model)):  # instruct-pix2pix: its edit latent
@@ -185,7 +186,7 @@ def pass_extra(run: Txt2ImgRun, plan: Plan, refined: bool) -> dict[str, object]:
 
 def conditional_mask_weight(model: LoadedModel, weight: float) -> float | None:
     """A1111 writes ``Conditional mask weight`` for inpainting-conditioned (9-channel) models only."""
-    return weight if int(model.unet.config.in_channels) == model.latent_channels * 2 + 1 else None
+    return weight if is_inpainting_model(model) else None
 
 
 def _infotext(run: Txt2ImgRun, plan: Plan, prompts: PromptPlan, seed: int, subseed: int,
