@@ -26,7 +26,7 @@ The text encoder stays random and frozen until step 8000, so position words keep
 while the UNet learns the layout at high noise; then it trains at 0.3x the UNet's learning rate.
 The fourth ran in a work dir W2 seeded with W's ckpt.pt, vae.pt and latents.pt, half of its captions in
 shuffled clause order (word order no longer tells the shape colour from the background colour):
-    --workdir W2 --arch v2 --unet-steps 24000 --schedule-from 18000 --unet-lr 2e-4 --text-lr-scale 0.6 \
+    --workdir W2 --arch v2 --unet-steps 24000 --schedule-from 18000 --unet-lr 2e-4 --text-lr-scale 0.6 \\
         --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 --clause-frac 0.5
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
@@ -341,7 +341,7 @@ def step_captions(scenes: list[tuple], idx: np.ndarray, rng: np.random.Generator
     for i in idx:
         if rng.random() < r.empty_caption:
             out.append("")
-        elif r.clause_frac and rng.random() < r.clause_frac:
+        elif r.clause_frac and rng.random() < r.clause_frac:  # no draw at 0: earlier phases replay exactly
             out.append(clause_caption(Scene(*scenes[int(i)]), rng))
         else:
             out.append(caption(Scene(*scenes[int(i)]), int(rng.integers(len(TRAIN_PHRASINGS))), rng))

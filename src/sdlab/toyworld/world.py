@@ -226,6 +226,14 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+def _a_article(template: str, size_word: str, colour: str) -> str:
+    """The article for ``{a}`` in ``template``, agreeing with the size or colour word after it ("a" if none)."""
+    if "{a}" not in template:
+        return "a"
+    after = template.split("{a}", 1)[1].split()[0].strip(",")
+    return _article({"{size}": size_word, "{colour}": colour}[after])
+
+
 def caption(scene: Scene, phrasing: int, rng: np.random.Generator | None = None) -> str:
     """The caption of ``scene`` in phrasing ``phrasing`` (index into PHRASINGS).
 
@@ -236,10 +244,8 @@ def caption(scene: Scene, phrasing: int, rng: np.random.Generator | None = None)
     pick = (lambda n: int(rng.integers(n))) if rng is not None else (lambda n: 0)
     size_word, where_phrase = size[pick(len(size))], where[pick(len(where))]
     template = PHRASINGS[phrasing]
-    after_a = template.split("{a}", 1)[1].split()[0] if "{a}" in template else "{size}"
-    first = {"{size}": size_word, "{colour}": scene.colour}[after_a.strip(",")]
     text = template.format(
-        a=_article(first), size=size_word, colour=scene.colour, shape=scene.shape, where=where_phrase,
+        a=_a_article(template, size_word, scene.colour), size=size_word, colour=scene.colour, shape=scene.shape, where=where_phrase,
         bg=scene.background, abg=_article(scene.background),
     )
     return text[0].upper() + text[1:] if text.startswith(("at ", "in ", "on ")) else text
@@ -253,8 +259,7 @@ def clause_caption(scene: Scene, rng: np.random.Generator) -> str:
     pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
     size_word, where = pick(SIZES.get(scene.size).words), pick(POSITIONS.get(scene.position).phrases)
     subject = pick(SUBJECT_CLAUSES)
-    first = size_word if subject[0].startswith("{a} {size}") else scene.colour
-    fields = dict(a=_article(first), size=size_word, colour=scene.colour, shape=scene.shape,
+    fields = dict(a=_a_article(subject[0], size_word, scene.colour), size=size_word, colour=scene.colour, shape=scene.shape,
                   bg=scene.background, abg=_article(scene.background))
     clauses = [c.format(**fields) for c in (*subject, pick(BACKGROUND_CLAUSES))] + [where]
     order = rng.permutation(len(clauses))
