@@ -83,3 +83,39 @@ def test_unsupported_vaes_fall_back_to_diffusers() -> None:
     with torch.inference_mode():
         assert not lean_vae.lean_supported(vae)
         assert torch.equal(lean_vae.lean_decode(vae, z), vae.decode(z, return_dict=False)[0])
+
+
+@pytest.mark.parametrize("shape,groups", [((1, 64, 19, 13), 32), ((2, 32, 8, 8), 8), ((3, 16, 5, 7), 16)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_in_place_is_bit_exact(shape: tuple[int, ...], groups: int, dtype: torch.dtype) -> None:
+    torch.manual_seed(2)
+    norm = torch.nn.GroupNorm(groups, shape[1], eps=1e-6).to(dtype).eval()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = (3 * torch.randn(shape) + 1).to(dtype)
+    with torch.inference_mode():
+        expected = norm(x)
+        got = lean_vae._norm_in_place(norm, x, band_bytes=1)  # 1 byte: one group at a time
+    assert got.data_ptr() == x.data_ptr()  # written over its input
+    assert torch.equal(got, expected)
+
+
+def test_in_place_norms_leave_the_decode_bit_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every GroupNorm the decode may overwrite its input with does so (1-byte threshold), convolutions
+    whole: the image is exactly diffusers'."""
+    vae, z = _vae(), _latent()
+    monkeypatch.setattr(lean_vae, "_bandable", lambda *args: False)
+    used: list[int] = []
+    norm_in_place = lean_vae._norm_in_place
+
+    def spy(norm: torch.nn.Module, x: torch.Tensor, band_bytes: int | None) -> torch.Tensor:
+        used.append(int(lean_vae._bandable_norm(norm, x, band_bytes)))
+        return norm_in_place(norm, x, band_bytes)
+
+    monkeypatch.setattr(lean_vae, "_norm_in_place", spy)
+    with torch.inference_mode():
+        expected = vae.decode(z, return_dict=False)[0]
+        got = lean_vae.lean_decode(vae, z, band_bytes=1)
+    assert sum(used) >= 10  # norm2 of every up-path resnet, norm1 behind each shortcut, conv_norm_out
+    assert torch.equal(got, expected)

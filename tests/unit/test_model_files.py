@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from sdlab.errors import UnsupportedModelError
 from sdlab.models.files import (
     HashCache,
+    as_dtype,
     legacy_model_hash,
     load_pickle_state_dict,
     open_state_dict,
@@ -253,3 +254,29 @@ def test_tensors_are_read_without_mmap_and_equal_the_file(tmp_path: Path) -> Non
     p.write_bytes(p.read_bytes()[: info.offset + 8])  # cut inside the tensor
     with pytest.raises(UnsupportedModelError, match="ended"):
         read_tensor(p, info)
+
+
+def test_a_cast_read_equals_the_stored_tensor_cast_and_leaves_integers_alone(tmp_path: Path) -> None:
+    tensors = {"w": torch.randn(64, 33, dtype=torch.float16), "b": torch.randn(5).to(torch.bfloat16),
+               "ids": torch.arange(4, dtype=torch.int64), "none": torch.zeros(0, 3, dtype=torch.float16)}  # fmt: skip
+    p = tmp_path / "m.safetensors"
+    save_file(tensors, str(p))
+    for sd in (as_dtype(open_state_dict(p), torch.float32), as_dtype(dict(tensors), torch.float32)):
+        for name, stored in tensors.items():
+            got = sd[name]
+            want = stored.to(torch.float32) if stored.is_floating_point() else stored
+            assert got.dtype == want.dtype and torch.equal(got, want)
+    assert as_dtype(as_dtype(dict(tensors), torch.float32), torch.float16)["b"].dtype == torch.float16
+
+
+def test_tensors_at_unaligned_offsets_read_correctly(tmp_path: Path) -> None:
+    # a 3-byte tensor first puts the float16 data at byte 3 and the float32 data at byte 9
+    half, single = torch.tensor([1.5, -2.25, 3.0], dtype=torch.float16), torch.tensor([0.1, 7.0], dtype=torch.float32)
+    data = b"abc" + half.view(torch.uint8).numpy().tobytes() + single.view(torch.uint8).numpy().tobytes()
+    header = {"a": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]},
+              "h": {"dtype": "F16", "shape": [3], "data_offsets": [3, 9]},
+              "s": {"dtype": "F32", "shape": [2], "data_offsets": [9, 17]}}  # fmt: skip
+    p = raw_safetensors(tmp_path / "odd.safetensors", header, data)
+    sd = open_state_dict(p)
+    assert torch.equal(sd["h"], half) and torch.equal(sd["s"], single) and sd["a"].tolist() == [97, 98, 99]
+    assert torch.equal(as_dtype(sd, torch.float32)["h"], half.float())

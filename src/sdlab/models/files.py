@@ -2,7 +2,7 @@
 
 * ``.safetensors``: the header is parsed and validated here before anything else touches the file
   (truncation, header length, JSON, dtypes, offsets in range and not overlapping); tensors are then
-  read lazily, memory-mapped, one at a time.
+  read lazily, one at a time, each through its own short-lived mapping, cast to the load dtype on the way.
 * ``.ckpt`` / ``.pt`` / ``.pth`` / ``.bin``: only through ``torch.load(weights_only=True)`` (mmap when
   the file is a zip archive). A pickle that needs code execution is refused, never run.
 * Hashes as A1111 writes them: full SHA-256 (``Model hash`` = first 10 hex digits) and the legacy
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 import os
 import pickle
 import struct
@@ -221,39 +222,51 @@ def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
     return CheckpointHeader(p, "pickle", infos)
 
 
-def read_tensor(path: Path, info: TensorInfo) -> torch.Tensor:
-    """One safetensors tensor read into fresh (64-byte aligned) memory with ``pread``, not mmap.
+def _copy_from(window: mmap.mmap, offset: int, out: torch.Tensor, stored: torch.dtype) -> None:
+    """Copy (and cast) ``out.numel()`` elements of ``stored`` at ``offset`` of ``window`` into ``out``.
 
-    A memory-mapped file keeps every page it has touched in the process's RSS until it is closed, so a
-    whole-file mmap doubles the peak during a load that converts tensors; a plain read does not.
+    The view on the window lives only inside this call, so the window can be closed afterwards.
     """
-    dtype = getattr(torch, info.dtype)
-    nbytes = math.prod(info.shape) * dtype.itemsize
-    raw = torch.empty(nbytes, dtype=torch.uint8)
-    view = memoryview(raw.numpy())
+    out.view(-1).copy_(torch.frombuffer(window, dtype=stored, count=out.numel(), offset=offset))
+
+
+def read_tensor(path: Path, info: TensorInfo, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One safetensors tensor copied into fresh (64-byte aligned) memory, cast to ``dtype`` if floating.
+
+    Only the tensor's own bytes are mapped, for the one copy, and unmapped at once: a whole-file mmap
+    keeps every page it touched in the process's RSS until it is closed (doubling a load's peak), and a
+    ``pread`` into a buffer followed by a cast writes every byte twice. A file shorter than its header
+    promises is refused before mapping.
+    """
+    stored = getattr(torch, info.dtype)
+    target = dtype if dtype is not None and stored.is_floating_point and dtype.is_floating_point else stored
+    out = torch.empty(info.shape, dtype=target)
+    nbytes = out.numel() * stored.itemsize
+    if nbytes == 0:
+        return out
     with path.open("rb", buffering=0) as fh:
-        done = 0
-        while done < nbytes:
-            got = os.preadv(fh.fileno(), [view[done:]], info.offset + done)
-            if got <= 0:
-                raise _bad(path, f"tensor {info.name!r}: file ended {nbytes - done} bytes early")
-            done += got
-    return raw.view(dtype).reshape(info.shape)
+        short = info.offset + nbytes - os.fstat(fh.fileno()).st_size
+        if short > 0:
+            raise _bad(path, f"tensor {info.name!r}: file ended {short} bytes early")
+        base = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
+        with mmap.mmap(fh.fileno(), info.offset + nbytes - base, access=mmap.ACCESS_COPY, offset=base) as window:
+            _copy_from(window, info.offset - base, out, stored)
+    return out
 
 
 class SafetensorsStateDict(Mapping[str, torch.Tensor]):
     """A read-only, lazy ``{name: tensor}`` over a validated safetensors file.
 
-    Each access reads one tensor (:func:`read_tensor`); nothing is cached here, so the caller decides
-    what is kept.
+    Each access reads one tensor (:func:`read_tensor`), floating-point ones cast to ``dtype`` when given;
+    nothing is cached here, so the caller decides what is kept.
     """
 
-    def __init__(self, header: CheckpointHeader) -> None:
-        self._path = header.path
+    def __init__(self, header: CheckpointHeader, dtype: torch.dtype | None = None) -> None:
+        self.header, self.dtype = header, dtype
         self._infos = {t.name: t for t in header.tensors}
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        return read_tensor(self._path, self._infos[key])
+        return read_tensor(self.header.path, self._infos[key], self.dtype)
 
     def __contains__(self, key: object) -> bool:
         return key in self._infos
@@ -263,6 +276,35 @@ class SafetensorsStateDict(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._infos)
+
+
+class CastStateDict(Mapping[str, torch.Tensor]):
+    """``{name: tensor}`` of another mapping with floating-point tensors cast to ``dtype`` on access."""
+
+    def __init__(self, sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> None:
+        self._sd, self.dtype = sd, dtype
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        v = self._sd[key]
+        return v.to(self.dtype) if v.is_floating_point() else v
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._sd
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sd)
+
+    def __len__(self) -> int:
+        return len(self._sd)
+
+
+def as_dtype(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> Mapping[str, torch.Tensor]:
+    """A view of ``sd`` whose floating-point tensors come out as ``dtype`` (a lazy file casts while reading)."""
+    if isinstance(sd, SafetensorsStateDict):
+        return SafetensorsStateDict(sd.header, dtype)
+    if isinstance(sd, CastStateDict):
+        return as_dtype(sd._sd, dtype)
+    return CastStateDict(sd, dtype)
 
 
 def open_state_dict(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:

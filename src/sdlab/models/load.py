@@ -22,7 +22,7 @@ from sdlab.errors import UnsupportedModelError
 from sdlab.models.derive import ModelConfigs, derive_configs, derive_vae_config, load_template, strip_prefix
 from sdlab.models.detect import Detection, detect, detect_header, read_sidecar_yaml, resolve_prediction
 from sdlab.models.families import FAMILIES, UNET_PREFIX, VAE_PREFIX, Family, TextEncoderSpec
-from sdlab.models.files import FileHashes, HashCache, open_state_dict, read_header
+from sdlab.models.files import FileHashes, HashCache, as_dtype, open_state_dict, read_header
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -84,9 +84,10 @@ def _fill(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, dt
 
 
 def _aligned(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``v`` as ``dtype`` (floating point only) in contiguous, 64-byte aligned memory.
+    """``v`` as ``dtype`` (floating point only) in contiguous, 64-byte aligned memory (a no-op for what
+    :func:`sdlab.models.files.read_tensor` returned in that dtype).
 
-    Tensors read from a file can sit at unaligned addresses, where CPU kernels take other code paths and
+    Tensors from a mapped file can sit at unaligned addresses, where CPU kernels take other code paths and
     round differently; a fresh copy computes bit-for-bit like a model built in memory.
     """
     out = v.to(dtype) if v.is_floating_point() else v
@@ -236,7 +237,7 @@ def load_vae(path: str | os.PathLike[str], *, family: str = "sd1", device: str |
     diffusers-named) as an AutoencoderKL; ``family`` supplies the template (scaling factor...)."""
     header = read_header(path)
     config = derive_vae_config(_ldm_vae_shapes(header.shapes()), load_template(FAMILIES.canonical(family), "vae"))
-    return build_vae(_vae_state(open_state_dict(path), config), config, dtype).to(device)
+    return build_vae(_vae_state(as_dtype(open_state_dict(path), dtype), config), config, dtype).to(device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,10 +296,10 @@ def load_checkpoint(
     hashing = hash_in_background(hash_cache if hash_cache is not None else HashCache(), p)
     sd = open_state_dict(p)
     unet_dtype = torch.float32 if detection.prediction_type is None else dtype
-    detection, unet = _finish(detection, _load_unet(sd, configs.unet, unet_dtype), dtype, device)
-    vae_sd = open_state_dict(vae_path) if vae_path else sd
+    detection, unet = _finish(detection, _load_unet(as_dtype(sd, unet_dtype), configs.unet, unet_dtype), dtype, device)
+    vae_sd = as_dtype(open_state_dict(vae_path) if vae_path else sd, dtype)
     vae = build_vae(_vae_state(vae_sd, configs.vae), configs.vae, dtype).to(device)
-    texts = tuple(m.to(device) for m in load_text_encoders(sd, family, configs.text_encoders, dtype))
+    texts = tuple(m.to(device) for m in load_text_encoders(as_dtype(sd, dtype), family, configs.text_encoders, dtype))
     del sd, vae_sd
     hashes = hashing.result()
     return _loaded(detection, unet, vae, texts, configs, family, p, hashes, Path(vae_path) if vae_path else None)

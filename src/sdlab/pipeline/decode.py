@@ -8,12 +8,17 @@ from PIL import Image
 from torch import Tensor
 
 from sdlab.pipeline import lean_vae
+from sdlab.pipeline.heap import return_free_heap
 
 
 def decode_signed(vae: torch.nn.Module, latent: Tensor, scaling_factor: float) -> Tensor:
     """One latent ``[C, h, w]`` -> the VAE's raw output ``[3, H, W]`` float32 (about [-1, 1], unclamped),
-    through the lower-memory :func:`sdlab.pipeline.lean_vae.lean_decode`."""
-    dtype = next(vae.parameters()).dtype
+    through the lower-memory :func:`sdlab.pipeline.lean_vae.lean_decode` (on CPU, after returning the
+    heap's free pages: the decode is a generation's memory peak)."""
+    weight = next(vae.parameters())
+    dtype = weight.dtype
+    if weight.device.type == "cpu":
+        return_free_heap()
     with torch.inference_mode():
         return lean_vae.lean_decode(vae, (latent[None] / scaling_factor).to(dtype))[0].float()
 
