@@ -445,6 +445,10 @@ def bench_image(engine: Engine, model: LoadedModel, family: str, path: Path, pip
         gen = torch.Generator(device="cpu").manual_seed(1)
         return measure("diffusers", lambda: pipe(f"{PROMPT} {r}", negative_prompt=NEGATIVE, height=size, width=size,
                                                   num_inference_steps=steps, guidance_scale=7.0, generator=gen))
+    # unmeasured, one step each: the first image in a process pays oneDNN's kernel set-up and fresh memory
+    # at this size (measured: 38 s against 25-27 s later), which would fall on whichever side runs first
+    engine.generate(request.replace(prompt=f"{PROMPT} warm-up", steps=1))
+    pipe(f"{PROMPT} warm-up", negative_prompt=NEGATIVE, height=size, width=size, num_inference_steps=1, guidance_scale=7.0)
     alternate({"sdlab": sdlab, "diffusers": plain}, cfg.repeats)
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
     step = med["sdlab"]["unet_s"] / steps

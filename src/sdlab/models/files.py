@@ -236,7 +236,8 @@ def read_tensor(path: Path, info: TensorInfo, dtype: torch.dtype | None = None) 
     Only the tensor's own bytes are mapped, for the one copy, and unmapped at once: a whole-file mmap
     keeps every page it touched in the process's RSS until it is closed (doubling a load's peak), and a
     ``pread`` into a buffer followed by a cast writes every byte twice. A file shorter than its header
-    promises is refused before mapping.
+    promises is refused before mapping (one truncated by another process during the copy itself, a few
+    milliseconds, would still fault, as under any memory-mapping loader).
     """
     stored = getattr(torch, info.dtype)
     target = dtype if dtype is not None and stored.is_floating_point and dtype.is_floating_point else stored
