@@ -25,6 +25,8 @@ from PIL import Image
 from sdlab.toyworld import (
     HELD_OUT_PAIRS,
     HELD_OUT_PHRASINGS,
+    POSITIONS,
+    SIZES,
     TRAIN_PHRASINGS,
     Scene,
     analyse,
@@ -45,13 +47,26 @@ GROUPS = ("held-out pair", "seen pair", "held-out phrasing")
 combinations (training phrasings); seen pairs in phrasings never used in training."""
 
 
+INDEPENDENT_PHRASINGS: tuple[str, ...] = (
+    "draw {a} {colour} {shape} {where}; make the background {bg}",
+    "{bg}-coloured background. {size} {colour} {shape}. placed {where}.",
+    "{colour} {shape} ({size}) {where} against {abg} {bg} background",
+    "background: {bg}. object: {a} {size} {colour} {shape}, {where}",
+)
+"""Phrasings in none of training (captions, clause or free captions: sdlab.toyworld.RESERVED_WORDS) and
+not in the evaluation's prompt set either, first written for the note of 2026-12-03. ``(small)`` is
+emphasis syntax, as a user would type it."""
+
+
 @dataclass(frozen=True)
 class Case:
-    """One evaluation prompt, its seed and its group (one of GROUPS)."""
+    """One evaluation prompt, its seed, its group and, where the prompt cannot be parsed back (some
+    independent phrasings name no size), the scene it describes."""
 
     prompt: str
     seed: int
     group: str
+    scene: Scene | None = None
 
 
 def prompt_set(n_held_out: int = 36, n_seen: int = 12, n_phrasing: int = 12) -> tuple[Case, ...]:
@@ -72,6 +87,26 @@ def prompt_set(n_held_out: int = 36, n_seen: int = 12, n_phrasing: int = 12) -> 
         scene = random_scene(rng)
         phrasing = len(TRAIN_PHRASINGS) + i % len(HELD_OUT_PHRASINGS)
         cases.append(Case(caption(scene, phrasing, rng), 3000 + i, GROUPS[2]))
+    return tuple(cases)
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def independent_set(n: int = 24) -> tuple[Case, ...]:
+    """``n`` random scenes (held-out pairs allowed), each in one INDEPENDENT_PHRASINGS template in turn."""
+    rng = np.random.default_rng(777)
+    cases = []
+    for i in range(n):
+        scene = random_scene(rng, allow_held_out=True)
+        template = INDEPENDENT_PHRASINGS[i % len(INDEPENDENT_PHRASINGS)]
+        size = SIZES.get(scene.size).words[0]
+        after_a = size if "{a} {size}" in template else scene.colour
+        text = template.format(a=_article(after_a), size=size, colour=scene.colour, shape=scene.shape,
+                               bg=scene.background, abg=_article(scene.background),
+                               where=POSITIONS.get(scene.position).phrases[0])
+        cases.append(Case(text, 4000 + i, "independent phrasing", scene))
     return tuple(cases)
 
 
@@ -147,12 +182,12 @@ def diffusers_generate(unet, vae, text) -> Callable[[str, int, int, float], Imag
 def score(generate, cases: tuple[Case, ...], steps: int, cfg: float) -> tuple[dict[str, dict[str, float]], list]:
     """Adherence percentages per group (and ``"all prompts"``): each attribute, ``mean`` of the four
     scored attributes, ``all`` (all four right). Also returns the images."""
-    rows: dict[str, list[dict[str, bool]]] = {"all prompts": [], **{g: [] for g in GROUPS}}
+    rows: dict[str, list[dict[str, bool]]] = {"all prompts": [], **{g: [] for g in dict.fromkeys(c.group for c in cases)}}
     images = []
     for case in cases:
         img = generate(case.prompt, case.seed, steps, cfg)
         images.append(img)
-        ok = matches(parse_caption(case.prompt), analyse(img))
+        ok = matches(case.scene or parse_caption(case.prompt), analyse(img))
         ok["all"] = all(ok[a] for a in SCORED)
         rows["all prompts"].append(ok)
         rows[case.group].append(ok)
@@ -182,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="Engine dtype (engine backend)")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts of each group")
     ap.add_argument("--settings", default="all", choices=("all", "main"), help="'main': 20 steps CFG 7 only")
+    ap.add_argument("--independent", type=int, default=24,
+                    help="also score this many prompts in INDEPENDENT_PHRASINGS (20 steps, CFG 7; 0: none)")
     ap.add_argument("--sheet", type=Path, help="write a contact sheet of the 20-step CFG 7 images here")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("EVAL_THREADS", "1")))
@@ -201,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<26}" + "".join(f"{r[a]:>10.1f}%" for a in cols))
         if i == 0 and args.sheet:
             contact_sheet(images).save(args.sheet)
+    if args.independent:
+        res, _ = score(generate, independent_set(args.independent), *SETTINGS[0])
+        r = res[f"all prompts ({args.independent})"]
+        print(f"\nindependent phrasings, {args.independent} prompts (20 steps, CFG 7): "
+              + ", ".join(f"{a} {r[a]:.1f}%" for a in (*SCORED, "mean")))
     print("targets at 20 steps CFG 7: " + ", ".join(f"{a} >= {t:g}%" for a, t in TARGETS.items()))
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -12,6 +14,7 @@ from sdlab.toyworld import (
     HELD_OUT_PAIRS,
     PHRASINGS,
     POSITIONS,
+    RESERVED_WORDS,
     SHAPES,
     SIZES,
     TRAIN_PHRASINGS,
@@ -19,6 +22,7 @@ from sdlab.toyworld import (
     analyse,
     caption,
     clause_caption,
+    free_caption,
     matches,
     parse_caption,
     random_scene,
@@ -171,3 +175,22 @@ def test_packaged_default_model_is_a_small_a1111_sd1_checkpoint() -> None:
         assert any(n.startswith(prefix) for n in names), prefix
     assert all(n.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")) for n in names)
     assert detect_header(header).family == "sd1"
+
+
+def test_free_captions_name_every_fact_and_avoid_the_reserved_words() -> None:
+    rng = np.random.default_rng(5)
+    colour_after_shape = background_first = 0
+    for _ in range(2000):
+        scene = random_scene(rng, allow_held_out=True)
+        text = free_caption(scene, rng)
+        words = re.findall(r"[a-z]+", text.lower())
+        assert not RESERVED_WORDS & set(words), text
+        assert not set("()[]<>") & set(text), text  # brackets would be emphasis or adapter syntax
+        assert words.count(scene.shape) == 1 and sum(w in SHAPES for w in words) == 1, text
+        assert sorted(w for w in words if w in COLOURS) == sorted([scene.colour, scene.background]), text
+        assert any(w in SIZES.get(scene.size).words for w in words), text
+        assert any(re.search(rf"\b{ph}\b", " ".join(words)) for ph in POSITIONS.get(scene.position).phrases), text
+        colour_after_shape += words.index(scene.colour) > words.index(scene.shape)
+        background_first += words.index(scene.background) < words.index(scene.shape)
+    assert 100 < colour_after_shape < 1000 and 400 < background_first < 1600
+    assert free_caption(scene, np.random.default_rng(3)) == free_caption(scene, np.random.default_rng(3))

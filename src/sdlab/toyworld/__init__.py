@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sdlab.toyworld.analyse import ATTRIBUTES, Analysis, analyse, matches
+from sdlab.toyworld.language import RESERVED_WORDS, free_caption
 from sdlab.toyworld.world import (
     COLOURS,
     HELD_OUT_PAIRS,
@@ -23,6 +24,7 @@ from sdlab.toyworld.world import (
 
 __all__ = [
     "ATTRIBUTES", "COLOURS", "HELD_OUT_PAIRS", "HELD_OUT_PHRASINGS", "PHRASINGS", "POSITIONS", "SHAPES",
-    "SIZES", "TRAIN_PHRASINGS", "Analysis", "Scene", "analyse", "caption", "clause_caption", "matches", "parse_caption",
+    "RESERVED_WORDS", "SIZES", "TRAIN_PHRASINGS", "Analysis", "Scene", "analyse", "caption", "clause_caption", "free_caption",
+    "matches", "parse_caption",
     "random_scene", "render", "training_sample",
 ]

@@ -1,0 +1,112 @@
+"""The emphasis augmentation of the default model's training (tools/train_augment.py)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from sdlab.prompt.encode_emphasis import EMPHASIS_MODES
+from sdlab.prompt.tokenizer import ClipTokenizer
+from sdlab.toyworld import COLOURS, HELD_OUT_PAIRS, random_scene
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+@pytest.fixture
+def tools(monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, ModuleType]:
+    """(train_augment, train_default_model), imported from tools/ with tools/ on sys.path for the test."""
+    monkeypatch.syspath_prepend(str(TOOLS))
+    return importlib.import_module("train_augment"), importlib.import_module("train_default_model")
+
+
+def test_planned_captions_keep_held_out_pairs_unseen_and_name_the_truth_with_g_of_w(tools) -> None:
+    aug, _ = tools
+    rng = np.random.default_rng(7)
+    truth_low, truth_high, n_low = 0, 0, 0
+    for _ in range(6000):
+        scene = random_scene(rng)
+        planned, emphasis = aug.plan_emphasis(scene, rng, 1.5)
+        assert (planned.colour, planned.shape) not in HELD_OUT_PAIRS
+        assert planned.colour != planned.background
+        changed = [a for a in ("colour", "background") if getattr(planned, a) != getattr(scene, a)]
+        assert len(changed) <= 1 and emphasis.word in (planned.colour, planned.background)
+        true = not changed
+        if emphasis.weight >= 1.0:
+            truth_high += not true  # must stay 0
+        elif emphasis.weight < 0.1:
+            n_low += 1
+            truth_low += true
+    assert truth_high == 0
+    # at w < 0.1, g(w) is between 1/K and 1/K + 0.1 (K = 8-9 choices): about 0.12-0.2
+    assert n_low > 200 and 0.07 < truth_low / n_low < 0.3
+
+
+@pytest.mark.parametrize("weight, expected", [(0.0, 0.125), (0.5, 0.5625), (1.0, 1.0), (1.4, 1.0), (-1.0, 0.125)])
+def test_truth_probability(tools, weight: float, expected: float) -> None:
+    aug, _ = tools
+    assert aug.truth_probability(weight, 8) == pytest.approx(expected)
+
+
+def test_multipliers_weight_every_token_of_the_word_and_nothing_else(tools) -> None:
+    aug, tdm = tools
+    tok = ClipTokenizer.bundled("clip")
+    ids = tdm.tokens(tok, ["a small cyan square on a red background", "a red circle", ""])
+    m = aug.multipliers(tok, ids, [aug.Emphasis("cyan", 0.3), aug.Emphasis("red", 1.4), None])
+    cyan = tok.encode("cyan")
+    assert len(cyan) == 2  # the case that needs a token sequence, not one id
+    row = ids[0].tolist()
+    at = next(i for i in range(77) if row[i : i + 2] == cyan)
+    assert m[0, at : at + 2].tolist() == pytest.approx([0.3, 0.3])
+    assert int((m[0] != 1).sum()) == 2
+    assert m[1, 2].item() == pytest.approx(1.4) and int((m[1] != 1).sum()) == 1
+    assert bool((m[2] == 1).all())
+
+
+def test_apply_emphasis_is_the_engines_original_mode_per_caption(tools) -> None:
+    aug, _ = tools
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(3, 77, 16, generator=gen) + 0.5  # mean well away from 0: the factor is not clamped
+    m = torch.ones(3, 77)
+    m[0, 4], m[1, 2:4] = 0.2, 1.5
+    got = aug.apply_emphasis(z, m)
+    original = EMPHASIS_MODES.get("Original").apply
+    for row in range(3):
+        assert torch.allclose(got[row], original(z[row : row + 1], m[row : row + 1])[0], atol=1e-6)
+    assert torch.equal(got[2], z[2])  # all-one weights: bit-identical
+
+
+def test_the_mean_restoring_factor_is_clamped(tools) -> None:
+    aug, _ = tools
+    z = torch.zeros(1, 77, 4)
+    z[0, 1], z[0, 2] = 1.0, -0.9  # mean 0.1 / 308; dropping token 1 makes it negative
+    m = torch.ones(1, 77)
+    m[0, 1] = 0.0
+    got = aug.apply_emphasis(z, m)
+    assert torch.allclose(got[0, 2], z[0, 2] * aug.RATIO_LIMITS[0])
+
+
+def _structure(caption: str) -> list[str]:
+    colours = set(COLOURS.names())
+    return ["<c>" if w in colours else w for w in re.findall(r"[a-z]+", caption) if w not in ("a", "an")]
+
+
+def test_emphasis_draws_leave_the_caption_draws_of_earlier_phases_unchanged(tools) -> None:
+    _, tdm = tools
+    rng = np.random.default_rng(11)
+    scenes = [tuple(vars(random_scene(rng)).values()) for _ in range(64)]
+    idx = np.arange(64)
+    plain = tdm.Recipe(clause_frac=0.5)
+    base, none = tdm.step_captions(scenes, idx, np.random.default_rng(1), plain, np.random.default_rng(2))
+    again, _ = tdm.step_captions(scenes, idx, np.random.default_rng(1), plain, np.random.default_rng(99))
+    assert base == again and none == [None] * 64
+    weighted = tdm.Recipe(clause_frac=0.5, emphasis_frac=1.0)
+    caps, emphases = tdm.step_captions(scenes, idx, np.random.default_rng(1), weighted, np.random.default_rng(2))
+    assert [_structure(c) for c in caps] == [_structure(c) for c in base]
+    assert all((e is None) == (c == "") for c, e in zip(caps, emphases, strict=True))
+    assert any(c != b for c, b in zip(caps, base, strict=True))
