@@ -30,6 +30,7 @@ from sdlab.toyworld import (
     TRAIN_PHRASINGS,
     Scene,
     analyse,
+    article,
     caption,
     matches,
     parse_caption,
@@ -90,10 +91,6 @@ def prompt_set(n_held_out: int = 36, n_seen: int = 12, n_phrasing: int = 12) -> 
     return tuple(cases)
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def independent_set(n: int = 24) -> tuple[Case, ...]:
     """``n`` random scenes (held-out pairs allowed), each in one INDEPENDENT_PHRASINGS template in turn."""
     rng = np.random.default_rng(777)
@@ -103,8 +100,8 @@ def independent_set(n: int = 24) -> tuple[Case, ...]:
         template = INDEPENDENT_PHRASINGS[i % len(INDEPENDENT_PHRASINGS)]
         size = SIZES.get(scene.size).words[0]
         after_a = size if "{a} {size}" in template else scene.colour
-        text = template.format(a=_article(after_a), size=size, colour=scene.colour, shape=scene.shape,
-                               bg=scene.background, abg=_article(scene.background),
+        text = template.format(a=article(after_a), size=size, colour=scene.colour, shape=scene.shape,
+                               bg=scene.background, abg=article(scene.background),
                                where=POSITIONS.get(scene.position).phrases[0])
         cases.append(Case(text, 4000 + i, "independent phrasing", scene))
     return tuple(cases)

@@ -11,6 +11,14 @@ import torch
 from train_default_model import Recipe, log, save_atomic
 
 
+def _write_vae(model: Any, path: Path, r: Recipe, workdir: Path) -> None:
+    """``vae.pt`` from a loaded checkpoint's VAE (VAE phase done), unless the work dir has one."""
+    if not (workdir / "vae.pt").exists():
+        save_atomic({"vae": model.vae.state_dict(), "cycles_done": len(r.vae_cycles), "final_loss": None,
+                     "seconds": 0.0, "seeded_from": str(path)}, workdir / "vae.pt")
+        log(f"VAE taken from {path}")
+
+
 def seed_from_checkpoint(path: Path, r: Recipe, workdir: Path) -> dict[str, torch.Tensor]:
     """Start a run from a shipped checkpoint: write its VAE as ``vae.pt`` (VAE phase done) and return
     its text encoder's state. The UNet still starts from scratch (it may have another ``--arch``).
@@ -21,10 +29,7 @@ def seed_from_checkpoint(path: Path, r: Recipe, workdir: Path) -> dict[str, torc
     from sdlab.models.load import load_checkpoint
 
     model = load_checkpoint(path)
-    if not (workdir / "vae.pt").exists():
-        save_atomic({"vae": model.vae.state_dict(), "cycles_done": len(r.vae_cycles), "final_loss": None,
-                     "seconds": 0.0, "seeded_from": str(path)}, workdir / "vae.pt")
-        log(f"VAE taken from {path}")
+    _write_vae(model, path, r, workdir)
     return model.text_encoders[0].state_dict()
 
 
@@ -36,8 +41,8 @@ def seed_run(path: Path, r: Recipe, workdir: Path, step: int) -> None:
 
     if (workdir / "ckpt.pt").exists():
         return
-    seed_from_checkpoint(path, r, workdir)
     model = load_checkpoint(path)
+    _write_vae(model, path, r, workdir)
     unet = {k: v.float() for k, v in model.unet.state_dict().items()}
     text = {k: v.float() for k, v in model.text_encoders[0].state_dict().items()}
     save_atomic({"unet": unet, "text": text, "ema_unet": unet, "ema_text": text, "opt": None, "step": step,

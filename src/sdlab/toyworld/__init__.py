@@ -14,6 +14,7 @@ from sdlab.toyworld.world import (
     SIZES,
     TRAIN_PHRASINGS,
     Scene,
+    article,
     caption,
     clause_caption,
     parse_caption,
@@ -23,8 +24,7 @@ from sdlab.toyworld.world import (
 )
 
 __all__ = [
-    "ATTRIBUTES", "COLOURS", "HELD_OUT_PAIRS", "HELD_OUT_PHRASINGS", "PHRASINGS", "POSITIONS", "SHAPES",
-    "RESERVED_WORDS", "SIZES", "TRAIN_PHRASINGS", "Analysis", "Scene", "analyse", "caption", "clause_caption", "free_caption",
-    "matches", "parse_caption",
-    "random_scene", "render", "training_sample",
+    "ATTRIBUTES", "COLOURS", "HELD_OUT_PAIRS", "HELD_OUT_PHRASINGS", "PHRASINGS", "POSITIONS", "RESERVED_WORDS",
+    "SHAPES", "SIZES", "TRAIN_PHRASINGS", "Analysis", "Scene", "analyse", "article", "caption", "clause_caption",
+    "free_caption", "matches", "parse_caption", "random_scene", "render", "training_sample",
 ]

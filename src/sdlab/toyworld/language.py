@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sdlab.toyworld.world import POSITIONS, SIZES, Scene, _article
+from sdlab.toyworld.world import POSITIONS, SIZES, Scene, article
 
 RESERVED_WORDS: frozenset[str] = frozenset(
     {"image", "with", "and", "there", "plain",  # world.HELD_OUT_PHRASINGS
@@ -29,7 +29,8 @@ RESERVED_WORDS: frozenset[str] = frozenset(
 """Words no free caption uses."""
 
 _SUBJECTS: tuple[str, ...] = (
-    "{a} {colour} {shape}", "{colour} {shape}", "{a} {shape} in {colour}", "{a} {shape}, {colour}", "one {colour} {shape}", "a single {colour} {shape}", "the {colour} {shape}",
+    "{a} {colour} {shape}", "{colour} {shape}", "{a} {shape} in {colour}", "{a} {shape}, {colour}",
+    "one {colour} {shape}", "a single {colour} {shape}", "the {colour} {shape}",
 )
 _SIZED_SUBJECTS: tuple[str, ...] = (
     "{a} {size} {colour} {shape}", "{size} {colour} {shape}", "the {size} {colour} {shape}",
@@ -37,7 +38,8 @@ _SIZED_SUBJECTS: tuple[str, ...] = (
 )
 _SIZE_CLAUSES: tuple[str, ...] = ("{size}", "{size} size", "size {size}", "it is {size}", "quite {size}")
 _BACKGROUNDS: tuple[str, ...] = (
-    "{bg} background", "on {abg} {bg} background", "the background is {bg}", "{bg} backdrop", "on {bg}", "over {abg} {bg} background", "in front of {abg} {bg} background",
+    "{bg} background", "on {abg} {bg} background", "the background is {bg}", "{bg} backdrop", "on {bg}",
+    "over {abg} {bg} background", "in front of {abg} {bg} background",
     "the background colour is {bg}", "background in {bg}", "all {bg} behind it", "on a solid {bg} background",
     "set on {bg}",
 )
@@ -60,7 +62,7 @@ def _pick(rng: np.random.Generator, seq: Sequence[str]) -> str:
 def _fill(template: str, fields: dict[str, str]) -> str:
     """``template`` with its fields, each ``{a}`` / ``{abg}`` an article agreeing with the word after it."""
     text = template.format(**{**fields, "a": "{a}", "abg": "{a}"})
-    return re.sub(r"\{a\} (\w)", lambda m: f"{_article(m.group(1))} {m.group(1)}", text)
+    return re.sub(r"\{a\} (\w)", lambda m: f"{article(m.group(1))} {m.group(1)}", text)
 
 
 def free_caption(scene: Scene, rng: np.random.Generator) -> str:

@@ -222,7 +222,8 @@ def render(scene: Scene) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """The indefinite article ("a" / "an") before ``word``."""
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -231,7 +232,7 @@ def _a_article(template: str, size_word: str, colour: str) -> str:
     if "{a}" not in template:
         return "a"
     after = template.split("{a}", 1)[1].split()[0].strip(",")
-    return _article({"{size}": size_word, "{colour}": colour}[after])
+    return article({"{size}": size_word, "{colour}": colour}[after])
 
 
 def caption(scene: Scene, phrasing: int, rng: np.random.Generator | None = None) -> str:
@@ -246,7 +247,7 @@ def caption(scene: Scene, phrasing: int, rng: np.random.Generator | None = None)
     template = PHRASINGS[phrasing]
     text = template.format(
         a=_a_article(template, size_word, scene.colour), size=size_word, colour=scene.colour, shape=scene.shape, where=where_phrase,
-        bg=scene.background, abg=_article(scene.background),
+        bg=scene.background, abg=article(scene.background),
     )
     return text[0].upper() + text[1:] if text.startswith(("at ", "in ", "on ")) else text
 
@@ -260,7 +261,7 @@ def clause_caption(scene: Scene, rng: np.random.Generator) -> str:
     size_word, where = pick(SIZES.get(scene.size).words), pick(POSITIONS.get(scene.position).phrases)
     subject = pick(SUBJECT_CLAUSES)
     fields = dict(a=_a_article(subject[0], size_word, scene.colour), size=size_word, colour=scene.colour, shape=scene.shape,
-                  bg=scene.background, abg=_article(scene.background))
+                  bg=scene.background, abg=article(scene.background))
     clauses = [c.format(**fields) for c in (*subject, pick(BACKGROUND_CLAUSES))] + [where]
     order = rng.permutation(len(clauses))
     return pick((", ", ", ", " ")).join(clauses[int(i)] for i in order)
