@@ -14,7 +14,16 @@ into every later token makes it nearly inert. This module teaches what the weigh
 
 A substituted shape colour never forms a held-out colour+shape pair (the evaluator's generalisation set
 stays unseen) and never equals the background colour; a substituted background never equals the shape
-colour. Pure functions of their inputs and the given random generator.
+colour.
+
+That "swap" target (phase 5) left the model's images unmoved by emphasis: at a fixed seed the sampler
+picks one colour or another, and a weight only shifts odds. The "blend" target (``plan_blend``) makes the
+weight a visible, deterministic property of the image instead: the caption always names the true colours,
+and the emphasised region is drawn with its colour's *strength* ``s = min(w, 1)``, i.e. mixed with the
+other region's colour as ``s * own + (1 - s) * other``. ``(red:0.6) circle`` is then a paler red circle,
+``(red:0)`` one the colour of its background, and weights of 1 and above the plain scene.
+
+Pure functions of their inputs and the given random generator.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import numpy as np
 import torch
 
 from sdlab.toyworld import COLOURS, HELD_OUT_PAIRS, Scene
+from sdlab.toyworld.world import IMAGE_SIZE, scene_box, shape_mask
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,8 @@ class Emphasis:
 
     word: str
     weight: float
+    attribute: str = ""
+    """The emphasised region for a "blend" target: "colour" (the shape) or "background"; "" for "swap"."""
 
 
 def truth_probability(weight: float, choices: int) -> float:
@@ -57,6 +69,38 @@ def plan_emphasis(scene: Scene, rng: np.random.Generator, w_max: float) -> tuple
     if others and rng.random() >= truth_probability(weight, len(others) + 1):
         named = others[int(rng.integers(len(others)))]
     return replace(scene, **{attribute: named}), Emphasis(named, weight)
+
+
+def plan_blend(scene: Scene, rng: np.random.Generator, w_max: float) -> tuple[Scene, Emphasis]:
+    """The scene (unchanged: its caption names the true colours) and the emphasis of one of its two
+    colour words, ``weight`` uniform on [0, w_max]; the image is drawn by :func:`render_blend`."""
+    attribute = ("colour", "background")[int(rng.integers(2))]
+    weight = float(rng.uniform(0.0, w_max))
+    return scene, Emphasis(getattr(scene, attribute), weight, attribute)
+
+
+def blend_colours(scene: Scene, emphasis: Emphasis) -> tuple[np.ndarray, np.ndarray]:
+    """(shape RGB, background RGB), float 0..255, with the emphasised region at strength min(w, 1)."""
+    fg = np.asarray(COLOURS.get(scene.colour).rgb, dtype=np.float64)
+    bg = np.asarray(COLOURS.get(scene.background).rgb, dtype=np.float64)
+    s = min(max(emphasis.weight, 0.0), 1.0)
+    if emphasis.attribute == "colour":
+        return s * fg + (1.0 - s) * bg, bg
+    if emphasis.attribute == "background":
+        return fg, s * bg + (1.0 - s) * fg
+    raise ValueError(f"a blend target needs attribute 'colour' or 'background', not {emphasis.attribute!r}")
+
+
+def render_blend(scene: Scene, emphasis: Emphasis) -> np.ndarray:
+    """(64, 64, 3) uint8 image of ``scene`` with its emphasised region blended (see :func:`blend_colours`);
+    at weight >= 1 it equals ``sdlab.toyworld.render(scene)``."""
+    fg, bg = blend_colours(scene, emphasis)
+    mask = shape_mask(scene.shape, scene_box(scene), (IMAGE_SIZE, IMAGE_SIZE))
+    return np.where(mask[..., None], np.rint(fg), np.rint(bg)).astype(np.uint8)
+
+
+EMPHASIS_TARGETS = {"swap": plan_emphasis, "blend": plan_blend}
+"""``--emphasis-target`` of tools/train_default_model.py: how a caption's emphasis is planned."""
 
 
 def word_positions(ids: list[int], word_ids: list[int]) -> list[int]:

@@ -92,6 +92,7 @@ class Recipe:
     emphasis_frac: float = 0.0
     free_frac: float = 0.0
     emphasis_max: float = 1.5
+    emphasis_target: str = "swap"
     snr_gamma: float = 5.0
     arch: str = "v2"
     x0_weight_from: int | None = None
@@ -355,7 +356,7 @@ def step_captions(scenes: list[tuple], idx: np.ndarray, rng: np.random.Generator
     caption draws of earlier phases replay exactly.
     """
     from sdlab.toyworld import TRAIN_PHRASINGS, Scene, caption, clause_caption, free_caption
-    from train_augment import plan_emphasis  # tools/train_augment.py
+    from train_augment import EMPHASIS_TARGETS  # tools/train_augment.py
 
     out, emphases = [], []
     for i in idx:
@@ -365,7 +366,7 @@ def step_captions(scenes: list[tuple], idx: np.ndarray, rng: np.random.Generator
             emphases.append(None)
             continue
         if r.emphasis_frac and emphasis_rng is not None and emphasis_rng.random() < r.emphasis_frac:
-            scene, emphasis = plan_emphasis(scene, emphasis_rng, r.emphasis_max)
+            scene, emphasis = EMPHASIS_TARGETS[r.emphasis_target](scene, emphasis_rng, r.emphasis_max)
         if r.free_frac and rng.random() < r.free_frac:  # no draw at 0: earlier phases replay exactly
             out.append(free_caption(scene, rng))
         elif r.clause_frac and rng.random() < r.clause_frac:  # likewise
@@ -374,6 +375,24 @@ def step_captions(scenes: list[tuple], idx: np.ndarray, rng: np.random.Generator
             out.append(caption(scene, int(rng.integers(len(TRAIN_PHRASINGS))), rng))
         emphases.append(emphasis)
     return out, emphases
+
+
+@torch.no_grad()
+def blended_latents(vae: torch.nn.Module, x0: torch.Tensor, scenes: list[tuple], idx: np.ndarray,
+                    emphases: list[Any]) -> torch.Tensor:
+    """``x0`` with the rows of blend-emphasised captions (weight < 1) replaced by the scaled latent means
+    of their blended images (tools/train_augment.py ``render_blend``); other rows are the cached latents."""
+    from sdlab.toyworld import Scene
+    from train_augment import render_blend  # tools/train_augment.py
+
+    rows = [k for k, e in enumerate(emphases) if e is not None and e.attribute and e.weight < 1.0]
+    if not rows:
+        return x0
+    images = np.stack([render_blend(Scene(*scenes[int(idx[k])]), emphases[k]) for k in rows])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    out = x0.clone()
+    out[rows] = vae.encode(x).latent_dist.mean * SCALING_FACTOR
+    return out
 
 
 def snapshot(unet, text, vae, step: int, arch: str) -> dict[str, Any]:
@@ -438,7 +457,7 @@ def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: P
         idx = rng.integers(0, len(lat), r.batch)
         captions, emphases = step_captions(scenes, idx, rng, r, np.random.default_rng([SEED, 5, step]))
         ids = tokens(tok, captions)
-        x0 = lat[torch.from_numpy(idx)]
+        x0 = blended_latents(vae, lat[torch.from_numpy(idx)], scenes, idx, emphases)
         t = sample_timesteps(r, gen)
         eps = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
@@ -545,6 +564,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="fraction of captions in shuffled clause order (sdlab.toyworld.clause_caption)")
     ap.add_argument("--emphasis-frac", type=float, default=0.0,
                     help="fraction of captions with one colour word emphasised (tools/train_augment.py)")
+    ap.add_argument("--emphasis-target", choices=("swap", "blend"), default="swap",
+                    help="what an emphasised colour word's weight teaches (tools/train_augment.py): swap = the "
+                    "caption may name a wrong colour at low weight; blend = the region's colour strength is min(w, 1)")
     ap.add_argument("--free-frac", type=float, default=0.0,
                     help="fraction of captions in free form (sdlab.toyworld.free_caption); drawn before --clause-frac")
     ap.add_argument("--resume-from", type=Path, help="seed a new work dir with this shipped checkpoint's UNet, "
@@ -559,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
                 freeze_text=args.freeze_text, high_t_frac=args.high_t_frac, high_t_from=args.high_t_from,
                 unet_lr=args.unet_lr, schedule_from=args.schedule_from, text_lr_scale=args.text_lr_scale,
                 clause_frac=args.clause_frac, emphasis_frac=args.emphasis_frac,
-                free_frac=args.free_frac)
+                emphasis_target=args.emphasis_target, free_frac=args.free_frac)
     if args.bench:
         return bench(r)
     if args.export:

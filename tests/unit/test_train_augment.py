@@ -110,3 +110,42 @@ def test_emphasis_draws_leave_the_caption_draws_of_earlier_phases_unchanged(tool
     assert [_structure(c) for c in caps] == [_structure(c) for c in base]
     assert all((e is None) == (c == "") for c, e in zip(caps, emphases, strict=True))
     assert any(c != b for c, b in zip(caps, base, strict=True))
+
+
+def test_blend_targets_keep_the_caption_true_and_weaken_only_the_emphasised_region(tools) -> None:
+    aug, tdm = tools
+    rng = np.random.default_rng(5)
+    seen = set()
+    for _ in range(400):
+        scene = random_scene(rng)
+        planned, emphasis = aug.plan_blend(scene, rng, 1.5)
+        assert planned == scene and emphasis.word == getattr(scene, emphasis.attribute)
+        assert 0.0 <= emphasis.weight <= 1.5
+        seen.add(emphasis.attribute)
+    assert seen == {"colour", "background"}
+    scenes = [tuple(vars(random_scene(rng)).values()) for _ in range(64)]
+    caps, emphases = tdm.step_captions(scenes, np.arange(64), np.random.default_rng(1),
+                                      tdm.Recipe(emphasis_frac=1.0, emphasis_target="blend"), np.random.default_rng(2))
+    plain, _ = tdm.step_captions(scenes, np.arange(64), np.random.default_rng(1), tdm.Recipe(), np.random.default_rng(2))
+    assert caps == plain  # the blend target never changes a caption
+    assert all(e.attribute for c, e in zip(caps, emphases, strict=True) if c)
+
+
+@pytest.mark.parametrize("attribute", ["colour", "background"])
+def test_render_blend_mixes_the_region_towards_the_other_colour_by_min_w_1(tools, attribute: str) -> None:
+    aug, _ = tools
+    from sdlab.toyworld import Scene, render
+
+    scene = Scene("square", "red", "white", "centre", "large")
+    plain = np.asarray(render(scene)).astype(np.float64)
+    red, white = np.asarray(COLOURS.get("red").rgb, float), np.asarray(COLOURS.get("white").rgb, float)
+    inside = (plain == red).all(axis=2)
+    own, other = (red, white) if attribute == "colour" else (white, red)
+    region = inside if attribute == "colour" else ~inside
+    word = scene.colour if attribute == "colour" else scene.background
+    for w, s in ((0.0, 0.0), (0.6, 0.6), (1.0, 1.0), (1.4, 1.0)):
+        image = aug.render_blend(scene, aug.Emphasis(word, w, attribute)).astype(np.float64)
+        assert np.allclose(image[region], np.rint(s * own + (1 - s) * other), atol=0.5)
+        assert np.array_equal(image[~region], plain[~region])  # the other region is untouched
+    with pytest.raises(ValueError, match="attribute"):
+        aug.blend_colours(scene, aug.Emphasis("red", 0.5))
