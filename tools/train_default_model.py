@@ -38,6 +38,17 @@ re-cached through its VAE), 30% of the captions emphasising one colour word (too
 It met every adherence target (colour 93.3, background 95.0, shape 85.0, position 95.0) and followed
 unseen phrasings better, but its colours snap to the palette: the toypink embedding, retrained three ways,
 drew magenta-pink, about (220, 75, 200), 65-110 RGB units from pink on every background.
+A sixth phase (2026-12-06, not shipped; stop-19 note on issue #3) tried emphasis with a deterministic
+target: the text encoder frozen, half of the captions with one colour word weighted and its region drawn
+at colour strength min(w, 1) (``--emphasis-target blend``); 3,500 steps, 29 minutes on 2 threads of an
+Intel Xeon (0.50 s/step):
+    --workdir W4 --arch v2 --resume-from toyworld-64.safetensors --unet-steps 27500 --schedule-from 24000 \\
+        --unet-lr 2e-4 --freeze-text --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 \\
+        --clause-frac 0.5 --emphasis-frac 0.5 --emphasis-target blend
+Emphasis then worked for blue (shape and background: area 0.085 -> 0.118 and 0.142 -> 0.921 from w = 0.6
+to 1.4, 8/8 seeds) but hardly for red (0.106 -> 0.108); the 60 prompts stayed above target (91.7 / 96.7 /
+81.7 / 90.0) while the independent phrasings fell to 50.0 / 58.3 / 54.2 / 50.0, and toy-teal needed
+retraining (1/8 teal).
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
 On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes
