@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from sdlab.toyworld import COLOURS, HELD_OUT_PAIRS, Scene
-from sdlab.toyworld.world import IMAGE_SIZE, scene_box, shape_mask
+from sdlab.toyworld.world import draw
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,7 @@ def blend_colours(scene: Scene, emphasis: Emphasis) -> tuple[np.ndarray, np.ndar
 def render_blend(scene: Scene, emphasis: Emphasis) -> np.ndarray:
     """(64, 64, 3) uint8 image of ``scene`` with its emphasised region blended (see :func:`blend_colours`);
     at weight >= 1 it equals ``sdlab.toyworld.render(scene)``."""
-    fg, bg = blend_colours(scene, emphasis)
-    mask = shape_mask(scene.shape, scene_box(scene), (IMAGE_SIZE, IMAGE_SIZE))
-    return np.where(mask[..., None], np.rint(fg), np.rint(bg)).astype(np.uint8)
+    return draw(scene, *blend_colours(scene, emphasis))
 
 
 EMPHASIS_TARGETS = {"swap": plan_emphasis, "blend": plan_blend}

@@ -189,8 +189,12 @@ def batch_images(seeds: np.ndarray) -> torch.Tensor:
     """Training images for ``seeds`` as a (B, 3, 64, 64) tensor in -1..1."""
     from sdlab.toyworld import training_sample
 
-    arr = np.stack([np.asarray(training_sample(int(s))[0]) for s in seeds])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return image_tensor(np.stack([np.asarray(training_sample(int(s))[0]) for s in seeds]))
+
+
+def image_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, 3, H, W) float tensor in -1..1 of uint8 images (B, H, W, 3)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def random_crops(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -400,9 +404,8 @@ def blended_latents(vae: torch.nn.Module, x0: torch.Tensor, scenes: list[tuple],
     if not rows:
         return x0
     images = np.stack([render_blend(Scene(*scenes[int(idx[k])]), emphases[k]) for k in rows])
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     out = x0.clone()
-    out[rows] = vae.encode(x).latent_dist.mean * SCALING_FACTOR
+    out[rows] = vae.encode(image_tensor(images)).latent_dist.mean * SCALING_FACTOR
     return out
 
 
@@ -549,6 +552,8 @@ def training_card(workdir: Path, r: Recipe) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from train_augment import EMPHASIS_TARGETS  # tools/train_augment.py
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=WORKDIR)
     ap.add_argument("--unet-steps", type=int, default=Recipe.unet_steps, help="total UNet steps (cosine horizon)")
@@ -575,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="fraction of captions in shuffled clause order (sdlab.toyworld.clause_caption)")
     ap.add_argument("--emphasis-frac", type=float, default=0.0,
                     help="fraction of captions with one colour word emphasised (tools/train_augment.py)")
-    ap.add_argument("--emphasis-target", choices=("swap", "blend"), default="swap",
+    ap.add_argument("--emphasis-target", choices=tuple(EMPHASIS_TARGETS), default="swap",
                     help="what an emphasised colour word's weight teaches (tools/train_augment.py): swap = the "
                     "caption may name a wrong colour at low weight; blend = the region's colour strength is min(w, 1)")
     ap.add_argument("--free-frac", type=float, default=0.0,

@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from train_default_model import tokens
+from train_default_model import image_tensor, tokens
 
 from sdlab.engine import Engine
 from sdlab.models.load import LoadedModel
 from sdlab.prompt.tokenizer import ClipTokenizer
 from sdlab.toyworld import caption, random_scene
-from sdlab.toyworld.world import COLOURS, IMAGE_SIZE, TRAIN_PHRASINGS, scene_box, shape_mask
+from sdlab.toyworld.world import COLOURS, TRAIN_PHRASINGS, draw
 
 SEED = 20261202
 TEAL = (0, 128, 128)
@@ -52,16 +52,15 @@ def sample(index: int, rgb: tuple[int, int, int], colour_word: str | None) -> tu
     """Scene ``index`` drawn with its shape in ``rgb``; its caption names ``colour_word`` (None: its own)."""
     rng = np.random.default_rng([SEED, index])
     scene = random_scene(rng)
-    mask = shape_mask(scene.shape, scene_box(scene), (IMAGE_SIZE, IMAGE_SIZE))
-    pixels = np.where(mask[..., None], np.array(rgb, np.uint8), np.array(COLOURS.get(scene.background).rgb, np.uint8))
     named = scene if colour_word is None else replace(scene, colour=colour_word)
-    return pixels.astype(np.uint8), caption(named, int(rng.integers(len(TRAIN_PHRASINGS))), rng)
+    pixels = draw(scene, rgb, COLOURS.get(scene.background).rgb)
+    return pixels, caption(named, int(rng.integers(len(TRAIN_PHRASINGS))), rng)
 
 
 @torch.no_grad()
 def encode(model: LoadedModel, images: np.ndarray) -> torch.Tensor:
     """(N, 4, 16, 16) scaled latent means of uint8 images (N, 64, 64, 3)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = image_tensor(images)
     chunks = [model.vae.encode(c).latent_dist.mean for c in x.split(256)]
     return torch.cat(chunks) * model.latent_scaling_factor
 

@@ -213,13 +213,17 @@ def shape_mask(shape: str, box: tuple[float, float, float, float], size: tuple[i
     return np.asarray(img) > 127
 
 
+def draw(scene: Scene, fg: np.ndarray | tuple[float, ...], bg: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """(64, 64, 3) uint8 pixels of ``scene``'s shape in RGB ``fg`` on RGB ``bg`` (0..255, rounded), whatever
+    colours the scene names: the one drawing rule behind :func:`render` and the training tools' variants."""
+    mask = shape_mask(scene.shape, scene_box(scene), (IMAGE_SIZE, IMAGE_SIZE))
+    fg_px, bg_px = (np.rint(np.asarray(c, np.float64)) for c in (fg, bg))
+    return np.where(mask[..., None], fg_px, bg_px).astype(np.uint8)
+
+
 def render(scene: Scene) -> Image.Image:
     """Draw ``scene`` as a 64x64 RGB image."""
-    bg = np.array(COLOURS.get(scene.background).rgb, dtype=np.uint8)
-    fg = np.array(COLOURS.get(scene.colour).rgb, dtype=np.uint8)
-    mask = shape_mask(scene.shape, scene_box(scene), (IMAGE_SIZE, IMAGE_SIZE))
-    pixels = np.where(mask[..., None], fg, bg).astype(np.uint8)
-    return Image.fromarray(pixels, "RGB")
+    return Image.fromarray(draw(scene, COLOURS.get(scene.colour).rgb, COLOURS.get(scene.background).rgb), "RGB")
 
 
 def article(word: str) -> str:
