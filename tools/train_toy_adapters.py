@@ -65,18 +65,19 @@ def encode(model: LoadedModel, images: np.ndarray) -> torch.Tensor:
     return torch.cat(chunks) * model.latent_scaling_factor
 
 
-def trigger_rows(tok: ClipTokenizer, captions: list[str], trigger: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 77) ids as ``tokens`` builds them but with ``trigger``'s tokens replaced by one slot (as A1111
-    inserts a one-vector embedding), and the (B, 77) mask of that slot. Every caption must hold ``trigger``."""
+def trigger_rows(tok: ClipTokenizer, captions: list[str], trigger: str, vectors: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 77) ids as ``tokens`` builds them but with ``trigger``'s tokens replaced by ``vectors`` slots (as
+    A1111 inserts an embedding of that many vectors), and the (B, 77) slot numbers: k + 1 at the k-th
+    vector's position, 0 elsewhere. Every caption must hold ``trigger``."""
     ids, slots = [], []
     for text in captions:
         if trigger not in text:
             raise ValueError(f"caption {text!r} does not contain the trigger {trigger!r}")
         before, after = text.split(trigger, 1)
         head = [tok.bos_id, *tok.encode(before)]
-        row = [*head, tok.eos_id, *tok.encode(after)][:76] + [tok.eos_id]
+        row = [*head, *[tok.eos_id] * vectors, *tok.encode(after)][:76] + [tok.eos_id]
         ids.append(row + [tok.eos_id] * (77 - len(row)))
-        slots.append([i == len(head) for i in range(77)])
+        slots.append([i - len(head) + 1 if 0 <= i - len(head) < vectors else 0 for i in range(77)])
     return torch.tensor(ids), torch.tensor(slots)
 
 
@@ -143,27 +144,30 @@ def train_lora(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: float, t_
                      "sdlab_steps": str(steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
 
 
-def train_embedding(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: float, t_max: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The ``toypink`` embedding (one vector) as A1111 safetensors tensors, and its training facts."""
+def train_embedding(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: float, t_max: int,
+                    vectors: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The ``toypink`` embedding (``vectors`` vectors, each started at the mean colour-word embedding) as
+    A1111 safetensors tensors, and its training facts."""
     latents, captions = dataset(model, PINK, TRIGGER, 3000)
     text = model.text_encoders[0]
     table = text.get_input_embeddings()
     colour_ids = [tok.encode(name)[0] for name in COLOURS.names()]
-    vector = table.weight[colour_ids].mean(0).detach().clone().requires_grad_()
+    vector = table.weight[colour_ids].mean(0).repeat(vectors, 1).detach().clone().requires_grad_()
     model.unet.requires_grad_(False)
     text.requires_grad_(False)
 
     def condition(caps: list[str]) -> torch.Tensor:
-        ids, slots = trigger_rows(tok, caps, TRIGGER)
-        handle = table.register_forward_hook(lambda m, args, out: torch.where(slots[..., None], vector, out))
+        ids, slots = trigger_rows(tok, caps, TRIGGER, vectors)
+        padded = torch.cat([torch.zeros_like(vector[:1]), vector])  # row k + 1 is vector k
+        handle = table.register_forward_hook(lambda m, args, out: torch.where(slots[..., None] > 0, padded[slots], out))
         try:
             return text(ids).last_hidden_state
         finally:
             handle.remove()
 
     loss, seconds = train(model, latents, captions, [vector], condition, steps, lr, t_max)
-    return {"emb_params": vector.detach().clone()[None]}, {
-        "sdlab_trigger": TRIGGER, "sdlab_steps": str(steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
+    return {"emb_params": vector.detach().clone()}, {
+        "sdlab_trigger": TRIGGER, "sdlab_vectors": str(vectors), "sdlab_steps": str(steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: 800")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
+    parser.add_argument("--vectors", type=int, default=1, help="embedding vectors (tokens the trigger stands for)")
     parser.add_argument("--t-max", type=int, default=None,
                         help="training timesteps are drawn from [0, t_max); default: 1000")
     args = parser.parse_args(argv)
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.kind == "lora":
         tensors, meta = train_lora(model, tok, steps, args.lr, t_max, args.rank)
     else:
-        tensors, meta = train_embedding(model, tok, steps, args.lr, t_max)
+        tensors, meta = train_embedding(model, tok, steps, args.lr, t_max, args.vectors)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("toy-teal.safetensors" if args.kind == "lora" else f"{TRIGGER}.safetensors")
     tmp = path.with_suffix(".tmp")
