@@ -203,3 +203,16 @@ def test_original_emphasis_refuses_zero_weighted_mean() -> None:
         original(z, torch.tensor([[1.0, 3.0, 1.0]]))
     out = original(z, torch.tensor([[2.0, 1.0, 1.0]]))
     assert torch.allclose(out.mean(), z.mean())
+
+
+def test_original_emphasis_leaves_an_unweighted_zero_mean_prompt_alone() -> None:
+    """A plain prompt whose hidden states average exactly 0.0 (the default model's text encoder gives
+    that for "a little white square on red, on the right") is not an error: no weight, no rescale."""
+    from sdlab.prompt.encode_emphasis import EMPHASIS_MODES
+
+    original = EMPHASIS_MODES.get("Original").apply
+    z = torch.tensor([[[1.0], [-1.0], [2.0], [-2.0]]])
+    assert z.mean() == 0
+    assert original(z, torch.ones(1, 4)) is z
+    with pytest.raises(InvalidRequestError, match="No norm"):
+        original(z, torch.tensor([[1.0, 1.0, 2.0, 2.0]]))

@@ -91,6 +91,18 @@ def test_the_mean_restoring_factor_is_clamped(tools) -> None:
     assert torch.allclose(got[0, 2], z[0, 2] * aug.RATIO_LIMITS[0])
 
 
+def test_a_caption_whose_mean_is_exactly_zero_stays_finite(tools) -> None:
+    """0/0 in the mean-restoring factor (a caption of the phase-4 encoder, see apply_emphasis) keeps z * m."""
+    aug, _ = tools
+    z = torch.zeros(2, 77, 4)
+    z[:, 1], z[:, 2] = 1.0, -1.0
+    m = torch.ones(2, 77)
+    m[1, 3] = 1.4  # a weighted word whose features are 0: the weighted mean is 0 as well
+    got = aug.apply_emphasis(z, m)
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, z * m.unsqueeze(-1))
+
+
 def _structure(caption: str) -> list[str]:
     colours = set(COLOURS.names())
     return ["<c>" if w in colours else w for w in re.findall(r"[a-z]+", caption) if w not in ("a", "an")]
