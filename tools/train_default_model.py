@@ -49,6 +49,16 @@ Emphasis then worked for blue (shape and background: area 0.085 -> 0.118 and 0.1
 to 1.4, 8/8 seeds) but hardly for red (0.106 -> 0.108); the 60 prompts stayed above target (91.7 / 96.7 /
 81.7 / 90.0) while the independent phrasings fell to 50.0 / 58.3 / 54.2 / 50.0, and toy-teal needed
 retraining (1/8 teal).
+A seventh phase (2026-12-06, not shipped; stop-20 note on issue #3) added phase 5's free captions to the
+sixth's blend target, text encoder still frozen, 7,000 steps, 61 minutes at 0.52 s/step (Intel Xeon),
+final loss 0.027 (its first run went NaN at step 25,157: a caption whose hidden states average exactly
+0.0 made the mean-restoring factor 0/0; ``train_augment.apply_emphasis`` now keeps it finite):
+    --workdir W5 --arch v2 --resume-from toyworld-64.safetensors --unet-steps 31000 --schedule-from 24000 \\
+        --unet-lr 2e-4 --freeze-text --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 \\
+        --clause-frac 0.5 --emphasis-frac 0.5 --free-frac 0.3 --emphasis-target blend
+It missed the colour target (88.3 / 90.0 / 81.7 / 91.7), CFG 1 fell to 75.0 / 80.0 / 70.0 / 83.3, and
+emphasis again moved only blue (shape 0.106 -> 0.112, background 0.564 -> 0.920 from w = 0.6 to 1.4);
+red and green stayed flat from w = 0.6 up. Independent phrasings 75.0 / 62.5 / 62.5 / 70.8.
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
 On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes
