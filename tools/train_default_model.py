@@ -59,6 +59,18 @@ final loss 0.027 (its first run went NaN at step 25,157: a caption whose hidden 
 It missed the colour target (88.3 / 90.0 / 81.7 / 91.7), CFG 1 fell to 75.0 / 80.0 / 70.0 / 83.3, and
 emphasis again moved only blue (shape 0.106 -> 0.112, background 0.564 -> 0.920 from w = 0.6 to 1.4);
 red and green stayed flat from w = 0.6 up. Independent phrasings 75.0 / 62.5 / 62.5 / 70.8.
+An eighth phase (2026-12-06, not shipped; stop-20 note on issue #3) is the seventh with the text encoder
+trained at 0.6x, 5,000 steps, 50 minutes at 0.59 s/step (Intel Xeon, 2 threads), final loss 0.0237:
+    --workdir W6 --arch v2 --resume-from toyworld-64.safetensors --unet-steps 29000 --schedule-from 24000 \\
+        --unet-lr 2e-4 --text-lr-scale 0.6 --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 \\
+        --clause-frac 0.5 --emphasis-frac 0.5 --free-frac 0.3 --emphasis-target blend
+60 prompts 91.7 / 96.7 / 85.0 / 95.0, independent phrasings 95.8 / 87.5 / 87.5 / 95.8 (phase 4: 66.7 /
+66.7 / 87.5 / 79.2); ``(red:0)`` draws no red (area 0.010 against 0.117 at w = 1), though from w = 0.6 up
+the area changes by a few per cent. Every feature test passed on it (emphasis rewritten: (red:0.2) -> 1.0
+area 0.011 -> 0.117; 0.6 -> 1.4 grew 8/8 for blue and green, 6/8 for red). It was not shipped because its
+colours snap towards the palette as phase 5's did: toypink retrained on it with 1 and with 4 vectors
+(``train_toy_adapters.py --vectors``) drew 48-78 RGB units from pink (2/8 within 60), and toy-teal painted
+a green star teal on 6/8 seeds (7 needed).
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
 On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes
