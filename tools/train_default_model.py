@@ -68,9 +68,9 @@ trained at 0.6x, 5,000 steps, 50 minutes at 0.59 s/step (Intel Xeon, 2 threads),
 66.7 / 87.5 / 79.2); ``(red:0)`` draws no red (area 0.010 against 0.117 at w = 1), though from w = 0.6 up
 the area changes by a few per cent. Every feature test passed on it (emphasis rewritten: (red:0.2) -> 1.0
 area 0.011 -> 0.117; 0.6 -> 1.4 grew 8/8 for blue and green, 6/8 for red). It was not shipped because its
-colours snap towards the palette as phase 5's did: toypink retrained on it with 1 and with 4 vectors
-(``train_toy_adapters.py --vectors``) drew 48-78 RGB units from pink (2/8 within 60), and toy-teal painted
-a green star teal on 6/8 seeds (7 needed).
+colours snap towards the palette as phase 5's did: toypink retrained on it failed both test prompts with
+1 and with 4 vectors (``train_toy_adapters.py --vectors``; on green 2/8 shapes within 60 RGB units of
+pink, 7 needed), and toy-teal painted a green star teal on 6/8 seeds (7 needed).
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
 On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes
