@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 import torch
+from helpers.embedding_lookup import FakeLookup
 
 from sdlab.errors import InvalidRequestError
-from sdlab.prompt.chunk import CHUNK_LENGTH, EmbeddingMatch, empty_chunk, tokenize_line
+from sdlab.prompt.chunk import CHUNK_LENGTH, empty_chunk, tokenize_line
 from sdlab.prompt.tokenizer import BOS_ID, EOS_ID, ClipTokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> ClipTokenizer:
     return ClipTokenizer.bundled()
-
-
-class FakeLookup:
-    """Finds ``trigger`` (a token id sequence) and returns an n-vector embedding for width 32."""
-
-    def __init__(self, trigger: list[int], vectors: int) -> None:
-        self.trigger = trigger
-        self.match = EmbeddingMatch("fake", {32: torch.arange(vectors * 32.0).reshape(vectors, 32)}, len(trigger))
-
-    def find(self, token_ids: Sequence[int], position: int) -> EmbeddingMatch | None:
-        return self.match if list(token_ids[position : position + len(self.trigger)]) == self.trigger else None
 
 
 def test_every_chunk_is_bos_75_eos(tokenizer: ClipTokenizer) -> None:
@@ -63,7 +51,7 @@ def test_emphasis_none_keeps_brackets(tokenizer: ClipTokenizer) -> None:
 
 def test_three_vector_embedding_is_not_split_at_chunk_boundary(tokenizer: ClipTokenizer) -> None:
     trigger = tokenizer.encode("zzqemb")
-    lookup = FakeLookup(trigger, vectors=3)
+    lookup = FakeLookup(trigger, torch.zeros(3, 32))
     line = tokenize_line("cat " * 73 + "(zzqemb:1.3) dog", tokenizer, embeddings=lookup)
     first, second = line.chunks
     assert first.embeddings == () and first.tokens[74:] == (EOS_ID, EOS_ID, EOS_ID)  # closed and padded early
@@ -75,14 +63,14 @@ def test_three_vector_embedding_is_not_split_at_chunk_boundary(tokenizer: ClipTo
 
 def test_embedding_that_fits_stays_in_chunk(tokenizer: ClipTokenizer) -> None:
     trigger = tokenizer.encode("zzqemb")
-    line = tokenize_line("cat " * 72 + "zzqemb", tokenizer, embeddings=FakeLookup(trigger, 3))
+    line = tokenize_line("cat " * 72 + "zzqemb", tokenizer, embeddings=FakeLookup(trigger, torch.zeros(3, 32)))
     assert len(line.chunks) == 1 and line.chunks[0].embeddings[0].offset == 73
     assert line.token_count == 75
 
 
 def test_comma_backtrack_moves_embedding_slot_with_its_tokens(tokenizer: ClipTokenizer) -> None:
     trigger = tokenizer.encode("zzqemb")
-    line = tokenize_line("cat " * 65 + ", zzqemb " + "dog " * 10, tokenizer, embeddings=FakeLookup(trigger, 3))
+    line = tokenize_line("cat " * 65 + ", zzqemb " + "dog " * 10, tokenizer, embeddings=FakeLookup(trigger, torch.zeros(3, 32)))
     first, second = line.chunks
     assert first.embeddings == ()
     assert [s.offset for s in second.embeddings] == [1] and second.tokens[1:4] == (0, 0, 0)
@@ -91,7 +79,7 @@ def test_comma_backtrack_moves_embedding_slot_with_its_tokens(tokenizer: ClipTok
 def test_oversized_embedding_is_rejected(tokenizer: ClipTokenizer) -> None:
     trigger = tokenizer.encode("zzqemb")
     with pytest.raises(InvalidRequestError, match="at most 75"):
-        tokenize_line("zzqemb", tokenizer, embeddings=FakeLookup(trigger, CHUNK_LENGTH + 1))
+        tokenize_line("zzqemb", tokenizer, embeddings=FakeLookup(trigger, torch.zeros(CHUNK_LENGTH + 1, 32)))
 
 
 def test_empty_chunk() -> None:

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers.embedding_lookup import FakeLookup
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from sdlab.errors import InvalidRequestError
-from sdlab.prompt.chunk import EmbeddingMatch
 from sdlab.prompt.encode import EncodeOptions, TextConditioner
 from sdlab.prompt.encode_family import FAMILIES, FamilySpec
 from sdlab.prompt.encode_pad import pad_cond_uncond
@@ -148,21 +148,12 @@ def _reference_original(model, tokenizer, conditioner, texts: Sequence[str]) -> 
     return torch.hstack(pieces)
 
 
-class _Lookup:
-    def __init__(self, trigger: list[int], vectors: torch.Tensor) -> None:
-        self.trigger = trigger
-        self.match = EmbeddingMatch("my:emb", {int(vectors.shape[1]): vectors}, len(trigger))
-
-    def find(self, token_ids, position):
-        return self.match if list(token_ids[position : position + len(self.trigger)]) == self.trigger else None
-
-
 def test_embedding_vectors_replace_slots_and_hook_is_removed(tokenizers) -> None:
     cond, (model,) = _conditioner("sd1", tokenizers)
     tok = tokenizers["clip"]
     target = tok.encode("red ball dog")
     vectors = model.get_input_embeddings().weight[target].detach().clone()
-    lookup = _Lookup(tok.encode("zzqemb"), vectors)
+    lookup = FakeLookup(tok.encode("zzqemb"), vectors, "my:emb")
     options = EncodeOptions(emphasis="No norm", embeddings=lookup)
     with_emb = cond.encode(["a zzqemb"], options)
     plain = cond.encode(["a red ball dog"], EncodeOptions(emphasis="No norm"))
@@ -214,5 +205,7 @@ def test_original_emphasis_leaves_an_unweighted_zero_mean_prompt_alone() -> None
     z = torch.tensor([[[1.0], [-1.0], [2.0], [-2.0]]])
     assert z.mean() == 0
     assert original(z, torch.ones(1, 4)) is z
+    half = original(z.half(), torch.ones(1, 4))
+    assert half.dtype == torch.float32 and torch.equal(half, z)  # promoted like z * multipliers
     with pytest.raises(InvalidRequestError, match="No norm"):
         original(z, torch.tensor([[1.0, 1.0, 2.0, 2.0]]))

@@ -8,8 +8,9 @@ from types import ModuleType
 
 import pytest
 import torch
+from helpers.embedding_lookup import FakeLookup
 
-from sdlab.prompt.chunk import EmbeddingMatch, tokenize_line
+from sdlab.prompt.chunk import tokenize_line
 from sdlab.prompt.tokenizer import ClipTokenizer
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
@@ -22,25 +23,13 @@ def adapters(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return importlib.import_module("train_toy_adapters")
 
 
-class _Lookup:
-    """A lookup that finds the trigger's token ids and answers a ``count``-vector embedding."""
-
-    def __init__(self, ids: tuple[int, ...], count: int) -> None:
-        self.ids, self.count = ids, count
-
-    def find(self, token_ids, position):
-        if tuple(token_ids[position : position + len(self.ids)]) != self.ids:
-            return None
-        return EmbeddingMatch("toypink", {64: torch.zeros(self.count, 64)}, len(self.ids))
-
-
 @pytest.mark.parametrize("count", [1, 2, 3])
 @pytest.mark.parametrize("caption", ["a toypink square on a blue background", "blue background, toypink star",
                                      "toypink circle at the top left, small, on a white background"])
 def test_trigger_slots_sit_where_the_engine_puts_the_embedding(adapters: ModuleType, caption: str, count: int) -> None:
     tok = ClipTokenizer.bundled("clip")
     ids, slots = adapters.trigger_rows(tok, [caption], "toypink", count)
-    line = tokenize_line(caption, tok, embeddings=_Lookup(tuple(tok.encode("toypink")), count))
+    line = tokenize_line(caption, tok, embeddings=FakeLookup(tok.encode("toypink"), torch.zeros(count, 64)))
     (chunk,) = line.chunks
     (slot,) = chunk.embeddings
     assert slots[0].nonzero().flatten().tolist() == list(range(slot.offset, slot.offset + count))

@@ -4,7 +4,7 @@ Each mode says whether the prompt is attention-parsed at all and how the multipl
 are applied to one encoded chunk batch ``z`` [B, 77, D]:
 
 * ``Original`` (default): ``mean0 = z.mean()`` over the whole chunk batch, ``z = z * m[..., None]``,
-  ``z = z * (mean0 / z.mean())``. All-one multipliers return z itself: A1111's factor is then exactly
+  ``z = z * (mean0 / z.mean())``. All-one multipliers return z unscaled: A1111's factor is then exactly
   1.0, except where z's mean is exactly 0.0 and it computes 0/0 (NaN; the toy default model's encoder,
   whose hidden states average ~1e-4, gives that for about one plain prompt in 7,000). Where a weighted
   mean is exactly 0, A1111 divides by zero (NaN/inf conditioning, a broken image); sdlab raises
@@ -29,7 +29,7 @@ from sdlab.registry import Registry
 
 def _original(z: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
     if bool((multipliers == 1).all()):
-        return z
+        return z.to(torch.promote_types(z.dtype, multipliers.dtype))  # the dtype z * multipliers would have
     original_mean = z.mean()
     z = z * multipliers.reshape(multipliers.shape + (1,)).expand(z.shape)
     new_mean = z.mean()
