@@ -136,3 +136,26 @@ def apply_emphasis(z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     ratio = mean0 / weighted.mean(dim=(1, 2), keepdim=True)  # 0/0 where a caption's mean is exactly 0.0
     return weighted * torch.where(ratio.isfinite(), ratio, torch.ones_like(ratio)).clamp(*RATIO_LIMITS)
 
+
+
+def late_colour_swaps(scenes: list[Scene], captions: list[str], emphases: list[Emphasis | None], t: list[int],
+                      below: int, frac: float, rng: np.random.Generator) -> list[str]:
+    """``captions`` where each plain one (non-empty, no emphasis) trained at a timestep under ``below`` is,
+    with probability ``frac`` (0..1), replaced by a caption of its scene naming another shape colour
+    (never the background's, never a held-out pair; a trained phrasing drawn from ``rng``).
+
+    ``--late-swap-frac`` of tools/train_default_model.py: at low noise the image already shows its colour,
+    and a model that learns the caption's colour may then be wrong keeps the colour it sees. Without it the
+    default model repaints the shape in the last ~3 of 20 sampling steps (``[red:blue:0.8]`` comes out blue),
+    so prompt editing never lands between two colours. One ``rng`` draw per row, whatever its timestep.
+    """
+    from sdlab.toyworld import TRAIN_PHRASINGS, caption
+
+    out = list(captions)
+    for k, (scene, text, emphasis, step) in enumerate(zip(scenes, captions, emphases, t, strict=True)):
+        hit = rng.random() < frac
+        others = _alternatives(scene, "colour")
+        if hit and text and emphasis is None and step < below and others:
+            swapped = replace(scene, colour=others[int(rng.integers(len(others)))])
+            out[k] = caption(swapped, int(rng.integers(len(TRAIN_PHRASINGS))), rng)
+    return out

@@ -2,16 +2,20 @@
 
 * ``toy-teal`` — a kohya-format LoRA (rank 4, alpha 4, UNet attention and feed-forward linears): a
   "style" that paints every shape teal (0, 128, 128), whatever colour the prompt names. Trained on
-  toy-world scenes captioned as usual (``a red circle on a white background``) but drawn with a teal shape.
-* ``toypink`` — a one-vector textual-inversion embedding (A1111 ``.safetensors`` layout, ``emb_params``)
-  for a colour the model has never seen named: pink (255, 160, 200). Trained with captions in which the
-  colour word is the trigger ``toypink``, inserted the way A1111 inserts it (the trigger's tokens are
-  replaced by the vector, later tokens shift), the model frozen.
+  toy-world scenes captioned as usual (``a red circle on a white background``) but drawn with a teal
+  shape, the shape's latent cells weighted 5x in the loss (``--shape-weight 4``).
+* ``toyorchid`` — a one-vector textual-inversion embedding (A1111 ``.safetensors`` layout, ``emb_params``)
+  for a colour the model has never seen named: orchid (218, 112, 214). Trained with captions in which the
+  colour word is the trigger ``toyorchid``, inserted the way A1111 inserts it (the trigger's tokens are
+  replaced by the vector, later tokens shift), the model frozen, at a learning rate of 2e-3: the colour
+  words' own embeddings have a norm of about 0.2, and at 1e-2 the vector ended 2-8x longer than any of them
+  and drew a different colour on each background. (Pink (255, 160, 200), the first model's target, is out of
+  reach of the model of 2026-12-06, whose colours keep close to the palette: 52-91 RGB units off on green.)
 
-Neither colour is in the toy world's palette. Both train on plain epsilon MSE on SD1's scaled-linear
-schedule with t drawn from [0, t_max) only (see ``train``), fixed seeds, AdamW, batch 32 of cached VAE
-latents. Run as a script from the repository root (it imports ``tokens`` from train_default_model.py).
-Usage (about 4.5 and 4 minutes on 2 idle cores; run one at a time)::
+Neither colour is in the toy world's palette. Both train on epsilon MSE on SD1's scaled-linear schedule with
+t drawn from [0, t_max) (see ``train``), fixed seeds, AdamW, batch 32 of cached VAE latents. Run as a script
+from the repository root (it imports ``tokens`` from train_default_model.py). Usage (about 5 minutes each
+on 2 idle cores; run one at a time)::
 
     .venv/bin/python tools/train_toy_adapters.py lora --out src/sdlab/data/default_model/adapters
     .venv/bin/python tools/train_toy_adapters.py embedding --out src/sdlab/data/default_model/adapters
@@ -25,7 +29,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,24 +41,38 @@ from sdlab.engine import Engine
 from sdlab.models.load import LoadedModel
 from sdlab.prompt.tokenizer import ClipTokenizer
 from sdlab.toyworld import caption, random_scene
-from sdlab.toyworld.world import COLOURS, TRAIN_PHRASINGS, draw
+from sdlab.toyworld.world import COLOURS, TRAIN_PHRASINGS, draw, scene_box, shape_mask
 
 SEED = 20261202
 TEAL = (0, 128, 128)
-PINK = (255, 160, 200)
-TRIGGER = "toypink"
-DEFAULTS = {"lora": (800, 1000), "embedding": (800, 1000)}
-"""Steps and t_max of the shipped files."""
+ORCHID = (218, 112, 214)
+TRIGGER = "toyorchid"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Defaults of one adapter kind: the settings its shipped file was trained with."""
+
+    steps: int
+    lr: float
+    t_max: int
+    shape_weight: float
+
+
+RECIPES = {"lora": Recipe(steps=800, lr=1e-2, t_max=1000, shape_weight=4.0),
+           "embedding": Recipe(steps=800, lr=2e-3, t_max=1000, shape_weight=0.0)}
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 
 
-def sample(index: int, rgb: tuple[int, int, int], colour_word: str | None) -> tuple[np.ndarray, str]:
-    """Scene ``index`` drawn with its shape in ``rgb``; its caption names ``colour_word`` (None: its own)."""
+def sample(index: int, rgb: tuple[int, int, int], colour_word: str | None) -> tuple[np.ndarray, str, np.ndarray]:
+    """Scene ``index`` drawn with its shape in ``rgb``, its caption (naming ``colour_word``; None: its own
+    colour) and its (64, 64) bool shape mask."""
     rng = np.random.default_rng([SEED, index])
     scene = random_scene(rng)
     named = scene if colour_word is None else replace(scene, colour=colour_word)
     pixels = draw(scene, rgb, COLOURS.get(scene.background).rgb)
-    return pixels, caption(named, int(rng.integers(len(TRAIN_PHRASINGS))), rng)
+    mask = shape_mask(scene.shape, scene_box(scene), pixels.shape[:2])
+    return pixels, caption(named, int(rng.integers(len(TRAIN_PHRASINGS))), rng), mask
 
 
 @torch.no_grad()
@@ -81,26 +99,30 @@ def trigger_rows(tok: ClipTokenizer, captions: list[str], trigger: str, vectors:
     return torch.tensor(ids), torch.tensor(slots)
 
 
-def train(model: LoadedModel, latents: torch.Tensor, captions: list[str], params: list[torch.Tensor],
-          condition: Callable[[list[str]], torch.Tensor], steps: int, lr: float, t_max: int) -> tuple[float, float]:
-    """Optimise ``params`` on plain epsilon MSE with t uniform in [0, t_max); returns (running loss, seconds).
+def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], condition: Callable[[list[str]], torch.Tensor],
+          recipe: Recipe) -> tuple[float, float]:
+    """Optimise ``params`` on epsilon MSE with t uniform in [0, t_max); returns (running loss, seconds).
+
+    ``recipe.shape_weight`` k >= 0 weights the latent cells the shape covers (1 + k) against 1 for the rest, the
+    squared error normalised by the mean weight; 0 is plain MSE.
 
     The first toy model settled a shape's colour in the last few sampling steps (low noise), so the
     adapters sampled t there (t_max 700 / 500). The v2 model, trained with weight on high noise, needs
     all t: its LoRA trained on t < 700 did not paint teal (0/8), with t < 1000 it does (8/8 on white).
     """
+    steps, lr, t_max = recipe.steps, recipe.lr, recipe.t_max
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     acp, start, running = model.alphas_cumprod.float(), time.time(), None
     for step in range(steps):
         rng, gen = np.random.default_rng([SEED, 1, step]), torch.Generator().manual_seed(SEED + step)
-        idx = rng.integers(0, len(latents), 32)
-        x0 = latents[torch.from_numpy(idx)]
+        idx = rng.integers(0, len(data.latents), 32)
+        x0, w = data.latents[torch.from_numpy(idx)], 1 + recipe.shape_weight * data.masks[torch.from_numpy(idx)]
         t = torch.randint(0, t_max, (32,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
         pred = model.unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t,
-                          encoder_hidden_states=condition([captions[i] for i in idx])).sample
-        loss = ((pred - eps) ** 2).mean()
+                          encoder_hidden_states=condition([data.captions[i] for i in idx])).sample
+        loss = (w * (pred - eps) ** 2).mean() / w.mean()
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * (1 - step / steps))
         opt.zero_grad(set_to_none=True)
@@ -112,14 +134,26 @@ def train(model: LoadedModel, latents: torch.Tensor, captions: list[str], params
     return float(running), time.time() - start
 
 
-def dataset(model: LoadedModel, rgb: tuple[int, int, int], word: str | None, n: int) -> tuple[torch.Tensor, list[str]]:
-    pairs = [sample(i, rgb, word) for i in range(n)]
-    return encode(model, np.stack([p for p, _ in pairs])), [c for _, c in pairs]
+@dataclass(frozen=True)
+class Dataset:
+    """Training scenes: (N, 4, 16, 16) scaled latents, N captions, (N, 1, 16, 16) float shape masks (a latent
+    cell is 1 when any of its 4x4 pixels is shape)."""
+
+    latents: torch.Tensor
+    captions: list[str]
+    masks: torch.Tensor
 
 
-def train_lora(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: float, t_max: int, rank: int = 4) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def dataset(model: LoadedModel, rgb: tuple[int, int, int], word: str | None, n: int) -> Dataset:
+    samples = [sample(i, rgb, word) for i in range(n)]
+    masks = torch.from_numpy(np.stack([m for _, _, m in samples])).float()[:, None]
+    return Dataset(encode(model, np.stack([p for p, _, _ in samples])), [c for _, c, _ in samples],
+                   torch.nn.functional.max_pool2d(masks, 4))
+
+
+def train_lora(model: LoadedModel, tok: ClipTokenizer, recipe: Recipe, rank: int = 4) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The ``toy-teal`` LoRA as kohya tensors, and its training facts."""
-    latents, captions = dataset(model, TEAL, None, 3000)
+    data = dataset(model, TEAL, None, 3000)
     gen = torch.Generator().manual_seed(SEED)
     weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, module in model.unet.named_modules():
@@ -131,9 +165,9 @@ def train_lora(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: float, t_
     model.unet.requires_grad_(False)
     text = model.text_encoders[0]
     with torch.no_grad():
-        cache = {c: text(tokens(tok, [c])).last_hidden_state[0] for c in sorted(set(captions))}
-    loss, seconds = train(model, latents, captions, [p for pair in weights.values() for p in pair],
-                          lambda caps: torch.stack([cache[c] for c in caps]), steps, lr, t_max)
+        cache = {c: text(tokens(tok, [c])).last_hidden_state[0] for c in sorted(set(data.captions))}
+    loss, seconds = train(model, data, [p for pair in weights.values() for p in pair],
+                          lambda caps: torch.stack([cache[c] for c in caps]), recipe)
     tensors: dict[str, torch.Tensor] = {}
     for name, (down, up) in weights.items():
         key = "lora_unet_" + name.replace(".", "_")
@@ -141,14 +175,14 @@ def train_lora(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: float, t_
         tensors[f"{key}.lora_up.weight"] = up.detach().clone()
         tensors[f"{key}.alpha"] = torch.tensor(float(rank))
     return tensors, {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(rank),
-                     "sdlab_steps": str(steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
+                     "sdlab_steps": str(recipe.steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
 
 
-def train_embedding(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: float, t_max: int,
+def train_embedding(model: LoadedModel, tok: ClipTokenizer, recipe: Recipe,
                     vectors: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The ``toypink`` embedding (``vectors`` vectors, each started at the mean colour-word embedding) as
+    """The ``toyorchid`` embedding (``vectors`` vectors, each started at the mean colour-word embedding) as
     A1111 safetensors tensors, and its training facts."""
-    latents, captions = dataset(model, PINK, TRIGGER, 3000)
+    data = dataset(model, ORCHID, TRIGGER, 3000)
     text = model.text_encoders[0]
     table = text.get_input_embeddings()
     colour_ids = [tok.encode(name)[0] for name in COLOURS.names()]
@@ -165,31 +199,35 @@ def train_embedding(model: LoadedModel, tok: ClipTokenizer, steps: int, lr: floa
         finally:
             handle.remove()
 
-    loss, seconds = train(model, latents, captions, [vector], condition, steps, lr, t_max)
+    loss, seconds = train(model, data, [vector], condition, recipe)
     return {"emb_params": vector.detach().clone()}, {
-        "sdlab_trigger": TRIGGER, "sdlab_vectors": str(vectors), "sdlab_steps": str(steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
+        "sdlab_trigger": TRIGGER, "sdlab_vectors": str(vectors), "sdlab_steps": str(recipe.steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=("lora", "embedding"))
-    parser.add_argument("--out", type=Path, required=True, help="folder for toy-teal.safetensors / toypink.safetensors")
-    parser.add_argument("--steps", type=int, default=None, help="default: 800")
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--out", type=Path, required=True, help=f"folder for toy-teal.safetensors / {TRIGGER}.safetensors")
+    parser.add_argument("--steps", type=int, default=None, help="default: the kind's recipe (RECIPES)")
+    parser.add_argument("--lr", type=float, default=None, help="default: the kind's recipe")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
     parser.add_argument("--vectors", type=int, default=1, help="embedding vectors (tokens the trigger stands for)")
     parser.add_argument("--t-max", type=int, default=None,
-                        help="training timesteps are drawn from [0, t_max); default: 1000")
+                        help="training timesteps are drawn from [0, t_max); default: the recipe's")
+    parser.add_argument("--shape-weight", type=float, default=None,
+                        help="extra loss weight k on the latent cells the shape covers (1 + k vs 1); default: the recipe's")
     args = parser.parse_args(argv)
     torch.manual_seed(SEED)
     with tempfile.TemporaryDirectory() as empty:
         model = Engine(models_dir=empty, device="cpu", dtype="fp32").load()
     tok = ClipTokenizer.bundled("clip")
-    steps, t_max = args.steps or DEFAULTS[args.kind][0], args.t_max or DEFAULTS[args.kind][1]
+    given = {"steps": args.steps, "lr": args.lr, "t_max": args.t_max, "shape_weight": args.shape_weight}
+    recipe = replace(RECIPES[args.kind], **{k: v for k, v in given.items() if v is not None})
     if args.kind == "lora":
-        tensors, meta = train_lora(model, tok, steps, args.lr, t_max, args.rank)
+        tensors, meta = train_lora(model, tok, recipe, args.rank)
     else:
-        tensors, meta = train_embedding(model, tok, steps, args.lr, t_max, args.vectors)
+        tensors, meta = train_embedding(model, tok, recipe, args.vectors)
+    meta |= {"sdlab_lr": f"{recipe.lr:g}", "sdlab_t_max": str(recipe.t_max), "sdlab_shape_weight": f"{recipe.shape_weight:g}"}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("toy-teal.safetensors" if args.kind == "lora" else f"{TRIGGER}.safetensors")
     tmp = path.with_suffix(".tmp")

@@ -1,7 +1,7 @@
 """The adapters shipped for the embedded default model have the effect they were trained for.
 
 ``toy-teal`` (kohya LoRA, tools/train_toy_adapters.py) paints every shape teal whatever colour the prompt
-names; ``toypink`` (A1111 textual-inversion embedding) names pink, a colour the toy world never named.
+names; ``toyorchid`` (A1111 textual-inversion embedding) names orchid, a colour the toy world never named.
 Both files are read from the package through the ordinary models-folder path (``Lora/``, ``embeddings/``).
 A shape's colour is the mean of the pixels far from the prompt's background colour; distances are RGB
 Euclidean in 0..255 units. Seeds 100..107, Euler a, 20 steps, CFG 7, 64x64, fp32 CPU.
@@ -23,7 +23,7 @@ from sdlab.types import GenerationRequest, GenerationResult
 
 ADAPTERS = files("sdlab") / "data" / "default_model" / "adapters"
 TEAL = (0, 128, 128)
-PINK = (255, 160, 200)
+ORCHID = (218, 112, 214)
 BATCH = 8
 SLACK = 1
 NEAR = 60.0
@@ -33,7 +33,7 @@ NEAR = 60.0
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("toy-models")
-    for sub, name in (("Lora", "toy-teal.safetensors"), ("embeddings", "toypink.safetensors")):
+    for sub, name in (("Lora", "toy-teal.safetensors"), ("embeddings", "toyorchid.safetensors")):
         (root / sub).mkdir()
         with (ADAPTERS / name).open("rb") as src, (root / sub / name).open("wb") as dst:
             shutil.copyfileobj(src, dst)
@@ -83,10 +83,11 @@ def colours(images: list[Image.Image], background: str) -> list[np.ndarray | Non
 ])
 def test_lora_paints_the_shape_teal_and_its_weight_scales_the_effect(
         toy: Engine, prompt: str, named: str, background: str) -> None:
-    """At weight 1 every shape's nearest colour is teal (8/8 for both prompts); without the tag the shape
-    has the colour the prompt names; the shape moves away from that colour as the weight grows 0 -> 0.5 -> 1
-    (the distance from the named colour is the monotonic measure). Measured limit, left out: on a black
-    background the LoRA paints a green-teal (about (40, 153, 64)), nearest palette green."""
+    """At weight 1 every shape's nearest colour is teal (8/8 for both prompts; mean 39 and 71 RGB units from
+    teal); without the tag the shape has the colour the prompt names; the shape moves away from that colour
+    as the weight grows 0 -> 0.5 -> 1 (mean distance from red 185 -> 229, from green 73 -> 111 between 0.5
+    and 1). At 0.5 a red circle comes out purple, a green star half teal. Measured limit, left out: on a
+    black background the LoRA paints a green-teal, nearest palette green (8/8 for a yellow square)."""
     full = colours(generate(toy, f"{prompt} <lora:toy-teal:1>"), background)
     half = colours(generate(toy, f"{prompt} <lora:toy-teal:0.5>"), background)
     none = colours(generate(toy, prompt), background)
@@ -105,19 +106,22 @@ def test_lora_at_weight_zero_changes_nothing(toy: Engine) -> None:
 
 
 @pytest.mark.parametrize(("prompt", "background"), [
-    ("a toypink square on a green background", "green"),
-    ("large toypink star, black background", "black"),
+    ("a toyorchid square on a green background", "green"),
+    ("large toyorchid star, black background", "black"),
+    ("a toyorchid square on a blue background", "blue"),
 ])
 def test_embedding_trigger_yields_its_colour(toy: Engine, embedded: Engine, prompt: str, background: str) -> None:
-    """With ``embeddings/toypink.safetensors`` the trigger draws pink shapes; without the file the same
-    prompt (the trigger then is plain, untrained text) draws none that are pink.
+    """With ``embeddings/toyorchid.safetensors`` the trigger draws orchid shapes, nearer orchid than any
+    colour the world names; without the file the same prompt (the trigger then is plain, untrained text)
+    draws none that are orchid.
 
-    Measured for a square (seeds 100..107): within 16-39 RGB units of pink on green, 26-35 on cyan,
-    36-50 on black, 48-55 on yellow. Limit of this model: on blue and purple backgrounds the shape comes
-    out between pink and magenta, about (238, 100, 205), 59-83 from pink, so those are not tested."""
+    Measured (seeds 100..107): 9-34 RGB units from orchid on green, 21-36 on black, 18-23 on blue, 8/8
+    nearest orchid each. Limit of this model: on white (34-44) and yellow (53-76) the shape drifts
+    towards magenta, nearest magenta on 5/8 and 8/8, so those are not tested."""
     result = run(toy, prompt)
-    assert all("TI: toypink" in image.infotext for image in result.images)
-    learned = [distance(c, PINK) for c in colours([image.image for image in result.images], background)]
-    plain = [distance(c, PINK) for c in colours(generate(embedded, prompt), background)]
-    assert sum(d < NEAR for d in learned) >= BATCH - SLACK, learned
+    assert all("TI: toyorchid" in image.infotext for image in result.images)
+    learned = colours([image.image for image in result.images], background)
+    plain = [distance(c, ORCHID) for c in colours(generate(embedded, prompt), background)]
+    assert sum(distance(c, ORCHID) < NEAR for c in learned) >= BATCH - SLACK, learned
+    assert sum(nearest(c, "orchid", ORCHID) == "orchid" for c in learned) >= BATCH - SLACK, learned
     assert sum(d > NEAR for d in plain) >= BATCH - SLACK, plain

@@ -161,3 +161,40 @@ def test_render_blend_mixes_the_region_towards_the_other_colour_by_min_w_1(tools
         assert np.array_equal(image[~region], plain[~region])  # the other region is untouched
     with pytest.raises(ValueError, match="attribute"):
         aug.blend_colours(scene, aug.Emphasis("red", 0.5))
+
+
+def _named_colours(text: str) -> set[str]:
+    return {c for c in COLOURS.names() if re.search(rf"\b{c}\b", text)}
+
+
+def test_late_colour_swaps_rename_the_shape_colour_only_below_the_bound(tools) -> None:
+    """At frac 1 every plain caption under the bound names the background and another shape colour (never a
+    held-out pair); captions at or above the bound, empty ones and emphasised ones are kept."""
+    aug, _ = tools
+    rng = np.random.default_rng(3)
+    scenes = [random_scene(rng) for _ in range(200)]
+    captions = [f"a {s.colour} {s.shape} on a {s.background} background" for s in scenes]
+    captions[5] = ""
+    emphases = [None] * len(scenes)
+    emphases[7] = aug.Emphasis(scenes[7].colour, 0.5, "colour")
+    t = [int(x) for x in rng.integers(0, 1000, len(scenes))]
+    t[5] = t[7] = 10
+    out = aug.late_colour_swaps(scenes, captions, emphases, t, 400, 1.0, np.random.default_rng(0))
+    swapped = 0
+    for k, (scene, before, after) in enumerate(zip(scenes, captions, out, strict=True)):
+        if t[k] >= 400 or k in (5, 7):
+            assert after == before
+            continue
+        (named_shape,) = _named_colours(after) - {scene.background}
+        assert scene.background in _named_colours(after) and named_shape != scene.colour
+        assert (named_shape, scene.shape) not in HELD_OUT_PAIRS
+        swapped += 1
+    assert swapped > 50
+
+
+def test_late_colour_swaps_at_frac_zero_change_nothing(tools) -> None:
+    aug, _ = tools
+    rng = np.random.default_rng(4)
+    scenes = [random_scene(rng) for _ in range(50)]
+    captions = [f"{s.background} background, {s.colour} {s.shape}" for s in scenes]
+    assert aug.late_colour_swaps(scenes, captions, [None] * 50, [0] * 50, 400, 0.0, rng) == captions

@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 from helpers.embedding_lookup import FakeLookup
@@ -24,12 +25,12 @@ def adapters(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 @pytest.mark.parametrize("count", [1, 2, 3])
-@pytest.mark.parametrize("caption", ["a toypink square on a blue background", "blue background, toypink star",
-                                     "toypink circle at the top left, small, on a white background"])
+@pytest.mark.parametrize("caption", ["a toyorchid square on a blue background", "blue background, toyorchid star",
+                                     "toyorchid circle at the top left, small, on a white background"])
 def test_trigger_slots_sit_where_the_engine_puts_the_embedding(adapters: ModuleType, caption: str, count: int) -> None:
     tok = ClipTokenizer.bundled("clip")
-    ids, slots = adapters.trigger_rows(tok, [caption], "toypink", count)
-    line = tokenize_line(caption, tok, embeddings=FakeLookup(tok.encode("toypink"), torch.zeros(count, 64)))
+    ids, slots = adapters.trigger_rows(tok, [caption], "toyorchid", count)
+    line = tokenize_line(caption, tok, embeddings=FakeLookup(tok.encode("toyorchid"), torch.zeros(count, 64)))
     (chunk,) = line.chunks
     (slot,) = chunk.embeddings
     assert slots[0].nonzero().flatten().tolist() == list(range(slot.offset, slot.offset + count))
@@ -40,4 +41,13 @@ def test_trigger_slots_sit_where_the_engine_puts_the_embedding(adapters: ModuleT
 
 def test_a_caption_without_the_trigger_is_refused(adapters: ModuleType) -> None:
     with pytest.raises(ValueError, match="does not contain the trigger"):
-        adapters.trigger_rows(ClipTokenizer.bundled("clip"), ["a red square"], "toypink", 2)
+        adapters.trigger_rows(ClipTokenizer.bundled("clip"), ["a red square"], "toyorchid", 2)
+
+
+@pytest.mark.parametrize("index", [0, 1, 7, 42])
+def test_a_samples_mask_covers_exactly_its_shape(adapters: ModuleType, index: int) -> None:
+    """The mask that weights the loss (``--shape-weight``) is where the adapter's colour was drawn."""
+    pixels, _, mask = adapters.sample(index, adapters.TEAL, None)
+    assert mask.shape == pixels.shape[:2] and mask.dtype == bool
+    assert 20 <= mask.sum() < mask.size
+    np.testing.assert_array_equal(mask, (pixels == np.asarray(adapters.TEAL)).all(axis=2))
