@@ -99,6 +99,16 @@ def trigger_rows(tok: ClipTokenizer, captions: list[str], trigger: str, vectors:
     return torch.tensor(ids), torch.tensor(slots)
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """Training scenes: (N, 4, 16, 16) scaled latents, N captions, (N, 1, 16, 16) float shape masks (a latent
+    cell is 1 when any of its 4x4 pixels is shape)."""
+
+    latents: torch.Tensor
+    captions: list[str]
+    masks: torch.Tensor
+
+
 def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], condition: Callable[[list[str]], torch.Tensor],
           recipe: Recipe) -> tuple[float, float]:
     """Optimise ``params`` on epsilon MSE with t uniform in [0, t_max); returns (running loss, seconds).
@@ -132,16 +142,6 @@ def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], conditi
         if (step + 1) % 50 == 0:
             print(f"step {step + 1}/{steps} loss {running:.4f} {(time.time() - start) / (step + 1):.2f} s/step", flush=True)
     return float(running), time.time() - start
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Training scenes: (N, 4, 16, 16) scaled latents, N captions, (N, 1, 16, 16) float shape masks (a latent
-    cell is 1 when any of its 4x4 pixels is shape)."""
-
-    latents: torch.Tensor
-    captions: list[str]
-    masks: torch.Tensor
 
 
 def dataset(model: LoadedModel, rgb: tuple[int, int, int], word: str | None, n: int) -> Dataset:
