@@ -86,8 +86,8 @@ eighth's export (and its latents.pt):
 ``[red:blue:0.5]`` then reads purple on 8/8 seeds; 60 prompts 93.3 / 98.3 / 86.7 / 98.3, held-out phrasings
 83.3 / 91.7 / 75.0 / 91.7 (eighth: 58.3 / 83.3 / 75.0 / 75.0), independent phrasings 87.5 / 100 / 87.5 /
 95.8; ``(c:0.6)`` -> ``(c:1.4)`` grew red, blue and green circles on 8/8 seeds. Not shipped because the
-embedding fails on it: retrained twice (2e-3 x 800 steps, 4e-3 x 1200) it draws magenta, 72-103 RGB units
-from orchid on green (0/8 nearest orchid). Likely cause, not proven: fine colour is set at low noise, where
+embedding fails on it: retrained three ways (2e-3 x 800 steps, 4e-3 x 1200, 2 vectors) it draws magenta,
+72-103 RGB units from orchid on green (0/8 nearest orchid). Likely cause, not proven: fine colour is set at low noise, where
 this model now follows the image rather than the prompt, so a new vector only reaches what is decided
 mid-way, near the palette. A plain blue shape also leans purple on 2/8 seeds.
 
