@@ -87,9 +87,9 @@ eighth's export (and its latents.pt):
 83.3 / 91.7 / 75.0 / 91.7 (eighth: 58.3 / 83.3 / 75.0 / 75.0), independent phrasings 87.5 / 100 / 87.5 /
 95.8; ``(c:0.6)`` -> ``(c:1.4)`` grew red, blue and green circles on 8/8 seeds. Not shipped because the
 embedding fails on it: retrained three ways (2e-3 x 800 steps, 4e-3 x 1200, 2 vectors) it draws magenta,
-72-103 RGB units from orchid on green (0/8 nearest orchid). Likely cause, not proven: fine colour is set at low noise, where
-this model now follows the image rather than the prompt, so a new vector only reaches what is decided
-mid-way, near the palette. A plain blue shape also leans purple on 2/8 seeds.
+72-103 RGB units from orchid on green (0/8 nearest orchid). Likely cause, not proven: fine colour is set
+at low noise, where this model now follows the image rather than the prompt, so a new vector only reaches
+what is decided mid-way, near the palette. A plain blue shape also leans purple on 2/8 seeds.
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
 On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes
@@ -464,9 +464,9 @@ def snapshot(unet, text, vae, step: int, arch: str) -> dict[str, Any]:
 def train_unet(vae: torch.nn.Module, data: dict[str, Any], r: Recipe, workdir: Path,
                text_init: dict[str, torch.Tensor] | None = None) -> None:
     from train_augment import apply_emphasis, late_colour_swaps, multipliers  # tools/train_augment.py
+    from train_workdir import load_optimizer_state  # tools/train_workdir.py
 
     from sdlab.toyworld import Scene
-    from train_workdir import load_optimizer_state  # tools/train_workdir.py
 
     ckpt_path = workdir / "ckpt.pt"
     torch.manual_seed(SEED + 2)

@@ -126,7 +126,8 @@ def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], conditi
     for step in range(steps):
         rng, gen = np.random.default_rng([SEED, 1, step]), torch.Generator().manual_seed(SEED + step)
         idx = rng.integers(0, len(data.latents), 32)
-        x0, w = data.latents[torch.from_numpy(idx)], 1 + recipe.shape_weight * data.masks[torch.from_numpy(idx)]
+        rows = torch.from_numpy(idx)
+        x0, w = data.latents[rows], 1 + recipe.shape_weight * data.masks[rows]
         t = torch.randint(0, t_max, (32,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
@@ -142,6 +143,12 @@ def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], conditi
         if (step + 1) % 50 == 0:
             print(f"step {step + 1}/{steps} loss {running:.4f} {(time.time() - start) / (step + 1):.2f} s/step", flush=True)
     return float(running), time.time() - start
+
+
+def run_facts(recipe: Recipe, loss: float, seconds: float) -> dict[str, str]:
+    """The safetensors metadata every adapter file records about its run."""
+    return {"sdlab_steps": str(recipe.steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}",
+            "sdlab_lr": f"{recipe.lr:g}", "sdlab_t_max": str(recipe.t_max), "sdlab_shape_weight": f"{recipe.shape_weight:g}"}
 
 
 def dataset(model: LoadedModel, rgb: tuple[int, int, int], word: str | None, n: int) -> Dataset:
@@ -175,7 +182,7 @@ def train_lora(model: LoadedModel, tok: ClipTokenizer, recipe: Recipe, rank: int
         tensors[f"{key}.lora_up.weight"] = up.detach().clone()
         tensors[f"{key}.alpha"] = torch.tensor(float(rank))
     return tensors, {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(rank),
-                     "sdlab_steps": str(recipe.steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
+                     **run_facts(recipe, loss, seconds)}
 
 
 def train_embedding(model: LoadedModel, tok: ClipTokenizer, recipe: Recipe,
@@ -201,7 +208,7 @@ def train_embedding(model: LoadedModel, tok: ClipTokenizer, recipe: Recipe,
 
     loss, seconds = train(model, data, [vector], condition, recipe)
     return {"emb_params": vector.detach().clone()}, {
-        "sdlab_trigger": TRIGGER, "sdlab_vectors": str(vectors), "sdlab_steps": str(recipe.steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}"}
+        "sdlab_trigger": TRIGGER, "sdlab_vectors": str(vectors), **run_facts(recipe, loss, seconds)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,7 +234,6 @@ def main(argv: list[str] | None = None) -> None:
         tensors, meta = train_lora(model, tok, recipe, args.rank)
     else:
         tensors, meta = train_embedding(model, tok, recipe, args.vectors)
-    meta |= {"sdlab_lr": f"{recipe.lr:g}", "sdlab_t_max": str(recipe.t_max), "sdlab_shape_weight": f"{recipe.shape_weight:g}"}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("toy-teal.safetensors" if args.kind == "lora" else f"{TRIGGER}.safetensors")
     tmp = path.with_suffix(".tmp")
