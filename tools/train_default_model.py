@@ -16,80 +16,27 @@ cosine (``--schedule-from``: a continued run's own schedule), EMA 0.999; (5) in 
 single-threaded process, fine-tune the VAE decoder alone (the encoder, hence the latent space, stays
 fixed): ``--decoder``.
 
-The shipped checkpoint (2026-12-06) came from five UNet phases: the four below and the eighth phase
-further down, seeded from the fourth's exported file (phases five to seven and nine were experiments, not
-shipped). Its VAE, fine-tuned decoder included, is the first model's (``--init-vae-from`` any toyworld-64
-checkpoint; the VAE never changed). The first three phases ran in one work dir W:
+The shipped checkpoint (2026-12-06) came from six UNet phases; tools/TRAINING_HISTORY.md gives each one's
+command, run time, final loss and what it measured, and the four phases that were tried and not shipped.
+The VAE, fine-tuned decoder included, is the first model's (``--init-vae-from`` any toyworld-64
+checkpoint). Phases 1-3 (position) ran in one work dir W, phase 4 (word order) in W2 seeded with W's
+ckpt.pt, vae.pt and latents.pt; phases 8 (free phrasing, emphasis) and 9 (prompt editing) each seeded
+from the previous phase's exported file with ``--resume-from``:
     --workdir W --arch v2 --init-vae-from toyworld-64.safetensors --freeze-text --unet-steps 2000
     --workdir W --arch v2 --freeze-text --unet-steps 8000 --x0-weight-from 0 --high-t-frac 0.5 --high-t-from 600
     --workdir W --arch v2 --unet-steps 18000 --schedule-from 8000 --unet-lr 4e-4 --text-lr-scale 0.3 \\
         --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600
-The text encoder stays random and frozen until step 8000, so position words keep distinct features
-while the UNet learns the layout at high noise; then it trains at 0.3x the UNet's learning rate.
-The fourth ran in a work dir W2 seeded with W's ckpt.pt, vae.pt and latents.pt, half of its captions in
-shuffled clause order (word order no longer tells the shape colour from the background colour):
     --workdir W2 --arch v2 --unet-steps 24000 --schedule-from 18000 --unet-lr 2e-4 --text-lr-scale 0.6 \\
         --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 --clause-frac 0.5
-A fifth phase was trained on 2026-12-04 and not shipped (see the stop-18 note on issue #3): seeded from
-the phase-4 file itself (``--resume-from``: UNet, text encoder and VAE, fresh AdamW moments, latents
-re-cached through its VAE), 30% of the captions emphasising one colour word (tools/train_augment.py) and
-30% in free form (sdlab.toyworld.free_caption); 74 minutes on 2 threads of an AMD EPYC, final loss 0.0228:
-    --workdir W3 --arch v2 --resume-from toyworld-64.safetensors --unet-steps 30000 --schedule-from 24000 \\
-        --unet-lr 2e-4 --text-lr-scale 0.6 --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 \\
-        --clause-frac 0.5 --emphasis-frac 0.3 --free-frac 0.3
-It met every adherence target (colour 93.3, background 95.0, shape 85.0, position 95.0) and followed
-unseen phrasings better, but its colours snap to the palette: the toypink embedding, retrained three ways,
-drew magenta-pink, about (220, 75, 200), 65-110 RGB units from pink on every background.
-A sixth phase (2026-12-06, not shipped; stop-19 note on issue #3) tried emphasis with a deterministic
-target: the text encoder frozen, half of the captions with one colour word weighted and its region drawn
-at colour strength min(w, 1) (``--emphasis-target blend``); 3,500 steps, 29 minutes on 2 threads of an
-Intel Xeon (0.50 s/step):
-    --workdir W4 --arch v2 --resume-from toyworld-64.safetensors --unet-steps 27500 --schedule-from 24000 \\
-        --unet-lr 2e-4 --freeze-text --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 \\
-        --clause-frac 0.5 --emphasis-frac 0.5 --emphasis-target blend
-Emphasis then worked for blue (shape and background: area 0.085 -> 0.118 and 0.142 -> 0.921 from w = 0.6
-to 1.4, 8/8 seeds) but hardly for red (0.106 -> 0.108); the 60 prompts stayed above target (91.7 / 96.7 /
-81.7 / 90.0) while the independent phrasings fell to 50.0 / 58.3 / 54.2 / 50.0, and toy-teal needed
-retraining (1/8 teal).
-A seventh phase (2026-12-06, not shipped; stop-20 note on issue #3) added phase 5's free captions to the
-sixth's blend target, text encoder still frozen, 7,000 steps, 61 minutes at 0.52 s/step (Intel Xeon),
-final loss 0.027 (its first run went NaN at step 25,157: a caption whose hidden states average exactly
-0.0 made the mean-restoring factor 0/0; ``train_augment.apply_emphasis`` now keeps it finite):
-    --workdir W5 --arch v2 --resume-from toyworld-64.safetensors --unet-steps 31000 --schedule-from 24000 \\
-        --unet-lr 2e-4 --freeze-text --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 \\
-        --clause-frac 0.5 --emphasis-frac 0.5 --free-frac 0.3 --emphasis-target blend
-It missed the colour target (88.3 / 90.0 / 81.7 / 91.7), CFG 1 fell to 75.0 / 80.0 / 70.0 / 83.3, and
-emphasis again moved only blue (shape 0.106 -> 0.112, background 0.564 -> 0.920 from w = 0.6 to 1.4);
-red and green stayed flat from w = 0.6 up. Independent phrasings 75.0 / 62.5 / 62.5 / 70.8.
-The eighth phase (2026-12-06, shipped) is the seventh with the text encoder
-trained at 0.6x, 5,000 steps, 50 minutes at 0.59 s/step (Intel Xeon, 2 threads), final loss 0.0237:
     --workdir W6 --arch v2 --resume-from toyworld-64.safetensors --unet-steps 29000 --schedule-from 24000 \\
         --unet-lr 2e-4 --text-lr-scale 0.6 --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 \\
         --clause-frac 0.5 --emphasis-frac 0.5 --free-frac 0.3 --emphasis-target blend
-60 prompts 91.7 / 96.7 / 85.0 / 95.0, independent phrasings 95.8 / 87.5 / 87.5 / 95.8 (phase 4: 66.7 /
-66.7 / 87.5 / 79.2); ``(red:0)`` draws no red (area 0.010 against 0.117 at w = 1), though from w = 0.6 up
-the area changes by a few per cent. Every feature test passed on it (emphasis rewritten: (red:0.2) -> 1.0
-area 0.011 -> 0.117; 0.6 -> 1.4 grew 8/8 for blue and green, 6/8 for red). Its colours keep close to the
-palette as phase 5's did, so its adapters changed (tools/train_toy_adapters.py): no pink embedding reached
-pink (1 and 4 vectors, three learning rates, a shape-weighted loss: 45-184 RGB units off on green), so the
-embedding names orchid (218, 112, 214) instead, and the teal LoRA weights the shape's latent cells 5x.
-A ninth phase (2026-12-06, not shipped; stop-21 note on issue #3) taught the model when to settle a
-colour: the eighth repaints the shape from the prompt up to the last 3 of 20 sampling steps, so prompt
-editing ``[red:blue:0.5]`` draws pure blue. Half of the plain captions trained at t < 500 name another
-shape colour (``train_augment.late_colour_swaps``), so at low noise the model keeps the colour it sees.
-3,000 steps, 32 minutes at 0.59-0.64 s/step (Intel Xeon, 2 threads), final loss 0.0231, seeded from the
-eighth's export (and its latents.pt):
     --workdir W7 --arch v2 --resume-from toyworld-64.safetensors --unet-steps 32000 --schedule-from 29000 \\
         --unet-lr 1.5e-4 --text-lr-scale 0.6 --x0-weight-from 0 --high-t-frac 0.35 --high-t-from 600 \\
         --clause-frac 0.5 --emphasis-frac 0.5 --free-frac 0.3 --emphasis-target blend \\
         --late-swap-frac 0.5 --late-swap-below 500
-``[red:blue:0.5]`` then reads purple on 8/8 seeds; 60 prompts 93.3 / 98.3 / 86.7 / 98.3, held-out phrasings
-83.3 / 91.7 / 75.0 / 91.7 (eighth: 58.3 / 83.3 / 75.0 / 75.0), independent phrasings 87.5 / 100 / 87.5 /
-95.8; ``(c:0.6)`` -> ``(c:1.4)`` grew red, blue and green circles on 8/8 seeds. Not shipped because the
-embedding fails on it: retrained three ways (2e-3 x 800 steps, 4e-3 x 1200, 2 vectors) it draws magenta,
-72-103 RGB units from orchid on green (0/8 nearest orchid). Likely cause, not proven: fine colour is set
-at low noise, where this model now follows the image rather than the prompt, so a new vector only reaches
-what is decided mid-way, near the palette. A plain blue shape also leans purple on 2/8 seeds.
+The text encoder stays random and frozen until step 8000, so position words keep distinct features
+while the UNet learns the layout at high noise; then it trains at 0.3x, later 0.6x, the UNet's rate.
 
 Everything is seeded from the step number, so a run resumed from WORKDIR/ckpt.pt continues exactly.
 On 2 shared cores use one torch thread per process (TRAIN_THREADS, default 1): two 2-thread processes

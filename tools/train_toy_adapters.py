@@ -4,18 +4,19 @@
   "style" that paints every shape teal (0, 128, 128), whatever colour the prompt names. Trained on
   toy-world scenes captioned as usual (``a red circle on a white background``) but drawn with a teal
   shape, the shape's latent cells weighted 5x in the loss (``--shape-weight 4``).
-* ``toyorchid`` — a one-vector textual-inversion embedding (A1111 ``.safetensors`` layout, ``emb_params``)
+* ``toyorchid`` — a two-vector textual-inversion embedding (A1111 ``.safetensors`` layout, ``emb_params``)
   for a colour the model has never seen named: orchid (218, 112, 214). Trained with captions in which the
   colour word is the trigger ``toyorchid``, inserted the way A1111 inserts it (the trigger's tokens are
-  replaced by the vector, later tokens shift), the model frozen, at a learning rate of 2e-3: the colour
-  words' own embeddings have a norm of about 0.2, and at 1e-2 the vector ended 2-8x longer than any of them
-  and drew a different colour on each background. (Pink (255, 160, 200), the first model's target, is out of
-  reach of the model of 2026-12-06, whose colours keep close to the palette: 52-91 RGB units off on green.)
+  replaced by the vectors, later tokens shift), the model frozen, at a learning rate of 2e-3 (the colour
+  words' own embeddings have a norm of about 0.2; at 1e-2 a vector ended 2-8x longer and drew a different
+  colour on each background), the squared error in x0 units and the shape's cells weighted 5x. The model
+  of 2026-12-06 (32,000 steps) settles a colour mid-way through sampling, near its palette: on plain
+  epsilon MSE the embedding drew magenta, 72-103 RGB units from orchid on green (tools/TRAINING_HISTORY.md).
 
-Neither colour is in the toy world's palette. Both train on epsilon MSE on SD1's scaled-linear schedule with
-t drawn from [0, t_max) (see ``train``), fixed seeds, AdamW, batch 32 of cached VAE latents. Run as a script
-from the repository root (it imports ``tokens`` from train_default_model.py). Usage (about 5 minutes each
-on 2 idle cores; run one at a time)::
+Neither colour is in the toy world's palette. Both train on SD1's scaled-linear schedule with t drawn from
+[0, t_max) (see ``train``; ``RECIPES`` holds each one's settings), fixed seeds, AdamW, batch 32 of cached
+VAE latents. Run as a script from the repository root (it imports ``tokens`` from train_default_model.py).
+Usage (about 5 minutes each on 2 idle cores; run one at a time)::
 
     .venv/bin/python tools/train_toy_adapters.py lora --out src/sdlab/data/default_model/adapters
     .venv/bin/python tools/train_toy_adapters.py embedding --out src/sdlab/data/default_model/adapters
@@ -57,10 +58,24 @@ class Recipe:
     lr: float
     t_max: int
     shape_weight: float
+    loss: str = "eps"
+    """A key of LOSS_WEIGHTS: how each timestep's squared epsilon error is weighted."""
+    vectors: int = 1
+    """Embedding only: vectors (tokens) the trigger stands for."""
 
 
+def x0_weight(alphas: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
+    """``(1 - a) / a`` capped at ``cap``: the squared error of the predicted clean latent instead of the noise.
+
+    Epsilon MSE hardly sees the colour a high-noise step commits to (its x0 error is divided by 1/SNR, up
+    to 200 at t = 999); in x0 units the steps that decide a shape's colour count as much as those that
+    only sharpen it."""
+    return ((1 - alphas) / alphas).clamp(max=cap)
+
+
+LOSS_WEIGHTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"eps": torch.ones_like, "x0": x0_weight}
 RECIPES = {"lora": Recipe(steps=800, lr=1e-2, t_max=1000, shape_weight=4.0),
-           "embedding": Recipe(steps=800, lr=2e-3, t_max=1000, shape_weight=0.0)}
+           "embedding": Recipe(steps=800, lr=2e-3, t_max=1000, shape_weight=4.0, loss="x0", vectors=2)}
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 
 
@@ -113,8 +128,9 @@ def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], conditi
           recipe: Recipe) -> tuple[float, float]:
     """Optimise ``params`` on epsilon MSE with t uniform in [0, t_max); returns (running loss, seconds).
 
-    ``recipe.shape_weight`` k >= 0 weights the latent cells the shape covers (1 + k) against 1 for the rest, the
-    squared error normalised by the mean weight; 0 is plain MSE.
+    ``recipe.shape_weight`` k >= 0 weights the latent cells the shape covers (1 + k) against 1 for the rest,
+    times ``LOSS_WEIGHTS[recipe.loss]`` of each row's timestep, the squared error normalised by the mean
+    weight; k = 0 with "eps" is plain MSE.
 
     The first toy model settled a shape's colour in the last few sampling steps (low noise), so the
     adapters sampled t there (t_max 700 / 500). The v2 model, trained with weight on high noise, needs
@@ -127,10 +143,10 @@ def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], conditi
         rng, gen = np.random.default_rng([SEED, 1, step]), torch.Generator().manual_seed(SEED + step)
         idx = rng.integers(0, len(data.latents), 32)
         rows = torch.from_numpy(idx)
-        x0, w = data.latents[rows], 1 + recipe.shape_weight * data.masks[rows]
         t = torch.randint(0, t_max, (32,), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
-        a = acp[t].view(-1, 1, 1, 1)
+        eps = torch.randn(data.latents[rows].shape, generator=gen)
+        x0, a = data.latents[rows], acp[t].view(-1, 1, 1, 1)
+        w = (1 + recipe.shape_weight * data.masks[rows]) * LOSS_WEIGHTS[recipe.loss](a)
         pred = model.unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t,
                           encoder_hidden_states=condition([data.captions[i] for i in idx])).sample
         loss = (w * (pred - eps) ** 2).mean() / w.mean()
@@ -148,7 +164,8 @@ def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], conditi
 def run_facts(recipe: Recipe, loss: float, seconds: float) -> dict[str, str]:
     """The safetensors metadata every adapter file records about its run."""
     return {"sdlab_steps": str(recipe.steps), "sdlab_final_loss": f"{loss:.4f}", "sdlab_seconds": f"{seconds:.0f}",
-            "sdlab_lr": f"{recipe.lr:g}", "sdlab_t_max": str(recipe.t_max), "sdlab_shape_weight": f"{recipe.shape_weight:g}"}
+            "sdlab_lr": f"{recipe.lr:g}", "sdlab_t_max": str(recipe.t_max), "sdlab_shape_weight": f"{recipe.shape_weight:g}",
+            "sdlab_loss": recipe.loss}
 
 
 def dataset(model: LoadedModel, rgb: tuple[int, int, int], word: str | None, n: int) -> Dataset:
@@ -185,10 +202,10 @@ def train_lora(model: LoadedModel, tok: ClipTokenizer, recipe: Recipe, rank: int
                      **run_facts(recipe, loss, seconds)}
 
 
-def train_embedding(model: LoadedModel, tok: ClipTokenizer, recipe: Recipe,
-                    vectors: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The ``toyorchid`` embedding (``vectors`` vectors, each started at the mean colour-word embedding) as
-    A1111 safetensors tensors, and its training facts."""
+def train_embedding(model: LoadedModel, tok: ClipTokenizer, recipe: Recipe) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The ``toyorchid`` embedding (``recipe.vectors`` vectors, each started at the mean colour-word
+    embedding) as A1111 safetensors tensors, and its training facts."""
+    vectors = recipe.vectors
     data = dataset(model, ORCHID, TRIGGER, 3000)
     text = model.text_encoders[0]
     table = text.get_input_embeddings()
@@ -218,7 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the kind's recipe (RECIPES)")
     parser.add_argument("--lr", type=float, default=None, help="default: the kind's recipe")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
-    parser.add_argument("--vectors", type=int, default=1, help="embedding vectors (tokens the trigger stands for)")
+    parser.add_argument("--vectors", type=int, default=None, help="embedding vectors (tokens the trigger stands for); default: the recipe's")
+    parser.add_argument("--loss", choices=sorted(LOSS_WEIGHTS), default=None,
+                        help="per-timestep weighting (eps: plain epsilon MSE; x0: clean-latent error); default: the recipe's")
     parser.add_argument("--t-max", type=int, default=None,
                         help="training timesteps are drawn from [0, t_max); default: the recipe's")
     parser.add_argument("--shape-weight", type=float, default=None,
@@ -228,12 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as empty:
         model = Engine(models_dir=empty, device="cpu", dtype="fp32").load()
     tok = ClipTokenizer.bundled("clip")
-    given = {"steps": args.steps, "lr": args.lr, "t_max": args.t_max, "shape_weight": args.shape_weight}
+    given = {"steps": args.steps, "lr": args.lr, "t_max": args.t_max, "shape_weight": args.shape_weight,
+             "loss": args.loss, "vectors": args.vectors}
     recipe = replace(RECIPES[args.kind], **{k: v for k, v in given.items() if v is not None})
     if args.kind == "lora":
         tensors, meta = train_lora(model, tok, recipe, args.rank)
     else:
-        tensors, meta = train_embedding(model, tok, recipe, args.vectors)
+        tensors, meta = train_embedding(model, tok, recipe)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("toy-teal.safetensors" if args.kind == "lora" else f"{TRIGGER}.safetensors")
     tmp = path.with_suffix(".tmp")

@@ -51,3 +51,19 @@ def test_a_samples_mask_covers_exactly_its_shape(adapters: ModuleType, index: in
     assert mask.shape == pixels.shape[:2] and mask.dtype == bool
     assert 20 <= mask.sum() < mask.size
     np.testing.assert_array_equal(mask, (pixels == np.asarray(adapters.TEAL)).all(axis=2))
+
+
+def test_x0_weight_is_the_inverse_snr_capped(adapters: ModuleType) -> None:
+    """``--loss x0`` weights a timestep's squared epsilon error by (1 - a) / a = 1 / SNR: the clean-latent
+    error, since x0 - x0_pred = sqrt((1 - a) / a) * (eps_pred - eps). Capped so t near 1000 (1/SNR ~ 200)
+    does not swamp the batch; "eps" leaves every row at 1."""
+    a = torch.tensor([0.9, 0.5, 0.1, 0.01])
+    expected = torch.tensor([1 / 9, 1.0, 9.0, 20.0])
+    torch.testing.assert_close(adapters.x0_weight(a), expected)
+    torch.testing.assert_close(adapters.x0_weight(a, cap=5.0), expected.clamp(max=5.0))
+    eps, eps_pred, x0 = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)
+    noisy = a.sqrt()[:, None] * x0 + (1 - a).sqrt()[:, None] * eps
+    predicted = (noisy - (1 - a).sqrt()[:, None] * eps_pred) / a.sqrt()[:, None]
+    uncapped = adapters.x0_weight(a, cap=float("inf"))
+    torch.testing.assert_close(((predicted - x0) ** 2).sum(1), uncapped * ((eps_pred - eps) ** 2).sum(1))
+    assert torch.equal(adapters.LOSS_WEIGHTS["eps"](a), torch.ones(4))
