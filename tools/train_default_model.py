@@ -521,31 +521,6 @@ def bench(r: Recipe, steps: int = 5) -> None:
         log(f"bench step {i}: {time.time() - t0:.3f}s")
 
 
-def training_card(workdir: Path, r: Recipe) -> dict[str, Any]:
-    """Facts about the training run in ``workdir`` for the model card (card.json)."""
-    def facts(name: str, keys: tuple[str, ...]) -> dict[str, Any]:
-        p = workdir / name
-        if not p.exists():
-            return {}
-        ck = torch.load(p, weights_only=False, map_location="cpu")
-        return {k: ck[k] for k in keys if k in ck}
-
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    configs = {"unet": unet_config(r.arch), "vae": vae_config(), "text": text_config()}
-    return {
-        "name": "toyworld-64",
-        "world": "sdlab.toyworld (64x64, 10 colours, 5 shapes, 9 positions, 2 sizes; held-out pairs in world.py)",
-        "parameters": {k: n(build(k, c)) for k, c in configs.items()},
-        "configs": configs,
-        "recipe": asdict(r),
-        "vae": facts("vae.pt", ("cycles_done", "final_loss", "seconds")),
-        "vae_decoder_finetune": facts("vae_decoder.pt", ("step", "final_loss", "seconds")),
-        "unet_and_text": facts("ckpt.pt", ("step", "seconds")),
-        "seed": SEED,
-        "machine": "2 shared CPU cores, one torch thread per process",
-    }
-
-
 def main(argv: list[str] | None = None) -> None:
     from train_augment import EMPHASIS_TARGETS  # tools/train_augment.py
 
@@ -601,6 +576,7 @@ def main(argv: list[str] | None = None) -> None:
         return bench(r)
     if args.export:
         from train_export import export_snapshot  # tools/train_export.py
+        from train_workdir import training_card  # tools/train_workdir.py
 
         snap = args.snapshot or args.workdir / "ema_latest.pt"
         return export_snapshot(snap, args.export, training_card(args.workdir, r))

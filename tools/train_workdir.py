@@ -1,5 +1,6 @@
 """Seeding and resuming a work dir of tools/train_default_model.py: from a shipped checkpoint file (VAE,
-text encoder, or the whole model) and AdamW moments across a change of the trainable parameters."""
+text encoder, or the whole model), AdamW moments across a change of the trainable parameters, and the
+facts of a work dir's run that ``--export`` writes beside the checkpoint (``card.json``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from train_default_model import Recipe, log, save_atomic
+from train_default_model import SEED, Recipe, build, log, save_atomic, text_config, unet_config, vae_config
 
 
 def _write_vae(model: Any, path: Path, r: Recipe, workdir: Path) -> None:
@@ -64,3 +65,28 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> N
     new["state"] = {first[k]: state["state"][i] for k, i in enumerate(old_ids) if i in state["state"]}
     opt.load_state_dict(new)
     log("optimizer: UNet moments resumed, text encoder moments fresh")
+
+
+def training_card(workdir: Path, r: Recipe) -> dict[str, Any]:
+    """Facts about the training run in ``workdir`` for the model card (card.json)."""
+    def facts(name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        p = workdir / name
+        if not p.exists():
+            return {}
+        ck = torch.load(p, weights_only=False, map_location="cpu")
+        return {k: ck[k] for k in keys if k in ck}
+
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    configs = {"unet": unet_config(r.arch), "vae": vae_config(), "text": text_config()}
+    return {
+        "name": "toyworld-64",
+        "world": "sdlab.toyworld (64x64, 10 colours, 5 shapes, 9 positions, 2 sizes; held-out pairs in world.py)",
+        "parameters": {k: n(build(k, c)) for k, c in configs.items()},
+        "configs": configs,
+        "recipe": asdict(r),
+        "vae": facts("vae.pt", ("cycles_done", "final_loss", "seconds")),
+        "vae_decoder_finetune": facts("vae_decoder.pt", ("step", "final_loss", "seconds")),
+        "unet_and_text": facts("ckpt.pt", ("step", "seconds")),
+        "seed": SEED,
+        "machine": "2 shared CPU cores, one torch thread per process",
+    }
