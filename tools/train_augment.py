@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from sdlab.toyworld import COLOURS, HELD_OUT_PAIRS, Scene
+from sdlab.toyworld import COLOURS, HELD_OUT_PAIRS, TRAIN_PHRASINGS, Scene, caption
 from sdlab.toyworld.world import draw
 
 
@@ -137,7 +137,6 @@ def apply_emphasis(z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return weighted * torch.where(ratio.isfinite(), ratio, torch.ones_like(ratio)).clamp(*RATIO_LIMITS)
 
 
-
 def late_colour_swaps(scenes: list[Scene], captions: list[str], emphases: list[Emphasis | None], t: list[int],
                       below: int, frac: float, rng: np.random.Generator) -> list[str]:
     """``captions`` where each plain one (non-empty, no emphasis) trained at a timestep under ``below`` is,
@@ -149,13 +148,10 @@ def late_colour_swaps(scenes: list[Scene], captions: list[str], emphases: list[E
     default model repaints the shape in the last ~3 of 20 sampling steps (``[red:blue:0.8]`` comes out blue),
     so prompt editing never lands between two colours. One ``rng`` draw per row, whatever its timestep.
     """
-    from sdlab.toyworld import TRAIN_PHRASINGS, caption
-
     out = list(captions)
     for k, (scene, text, emphasis, step) in enumerate(zip(scenes, captions, emphases, t, strict=True)):
         hit = rng.random() < frac
-        others = _alternatives(scene, "colour")
-        if hit and text and emphasis is None and step < below and others:
+        if hit and text and emphasis is None and step < below and (others := _alternatives(scene, "colour")):
             swapped = replace(scene, colour=others[int(rng.integers(len(others)))])
             out[k] = caption(swapped, int(rng.integers(len(TRAIN_PHRASINGS))), rng)
     return out

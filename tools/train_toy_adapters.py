@@ -143,9 +143,9 @@ def train(model: LoadedModel, data: Dataset, params: list[torch.Tensor], conditi
         rng, gen = np.random.default_rng([SEED, 1, step]), torch.Generator().manual_seed(SEED + step)
         idx = rng.integers(0, len(data.latents), 32)
         rows = torch.from_numpy(idx)
-        t = torch.randint(0, t_max, (32,), generator=gen)
-        eps = torch.randn(data.latents[rows].shape, generator=gen)
-        x0, a = data.latents[rows], acp[t].view(-1, 1, 1, 1)
+        x0, t = data.latents[rows], torch.randint(0, t_max, (32,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = acp[t].view(-1, 1, 1, 1)
         w = (1 + recipe.shape_weight * data.masks[rows]) * LOSS_WEIGHTS[recipe.loss](a)
         pred = model.unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t,
                           encoder_hidden_states=condition([data.captions[i] for i in idx])).sample
